@@ -1,0 +1,298 @@
+"""config.yaml → typed, validated, frozen settings.
+
+Every section is a msgspec Struct that forbids unknown keys, so a typo is named instead of
+ignored. ``ORCHESTRATOR_<SECTION>__<KEY>`` environment variables override single keys. The API
+key is never read from the file: ``api.api_key_env`` names the variable that holds it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import msgspec
+import yaml
+
+from orchestrator import errors
+
+__all__ = [
+    "ApiConfig",
+    "Config",
+    "LoggingConfig",
+    "PollConfig",
+    "RetryConfig",
+    "RunConfig",
+    "Secret",
+    "ToolsConfig",
+    "WorkerConfig",
+    "load",
+    "loads",
+]
+
+ENV_PREFIX: Final = "ORCHESTRATOR_"
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """The secret value, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def _positive(value: float, key: str) -> None:
+    if value <= 0:
+        raise errors.ConfigError(f"{key}: must be > 0, got {value!r}")
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ApiConfig(_Section, frozen=True):
+    """Where the Assistants API is and how to talk to it."""
+
+    #: Base URL ending in ``/v1`` (OpenAI) or the resource endpoint (Azure). None: OpenAI's,
+    #: or the bundled emulator when no API key is set either.
+    base_url: str | None = None
+    #: Environment variable holding the API key.
+    api_key_env: str = "OPENAI_API_KEY"
+    flavor: Literal["openai", "azure"] = "openai"
+    #: Azure ``api-version`` query parameter.
+    api_version: str | None = None
+    organization: str | None = None
+    project: str | None = None
+    #: Seconds for one whole request (not for a stream, which only has the read timeout).
+    timeout: float = 60.0
+    connect_timeout: float = 10.0
+    #: Concurrent connections (and so concurrent requests) of one client.
+    max_connections: int = 100
+    #: Requests per second across all runs of one client; None for no cap.
+    max_requests_per_second: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self.timeout, "api.timeout")
+        _positive(self.connect_timeout, "api.connect_timeout")
+        _positive(self.max_connections, "api.max_connections")
+        if self.max_requests_per_second is not None:
+            _positive(self.max_requests_per_second, "api.max_requests_per_second")
+        if self.flavor == "azure" and not self.api_version:
+            raise errors.ConfigError("api.api_version: required when api.flavor is 'azure'")
+
+
+class RetryConfig(_Section, frozen=True):
+    """Retries of single HTTP requests (408, 409, 429, 5xx, connection errors, timeouts)."""
+
+    #: Attempts in all, the first included.
+    attempts: int = 5
+    initial_backoff: float = 0.5
+    max_backoff: float = 8.0
+    #: A server asking to wait longer than this fails the request at once.
+    max_retry_after: float = 120.0
+
+    def __post_init__(self) -> None:
+        _positive(self.attempts, "retry.attempts")
+        _positive(self.initial_backoff, "retry.initial_backoff")
+        _positive(self.max_backoff, "retry.max_backoff")
+        _positive(self.max_retry_after, "retry.max_retry_after")
+
+
+class PollConfig(_Section, frozen=True):
+    """How a run is watched."""
+
+    #: ``poll`` retrieves the run; ``stream`` follows SSE; ``auto`` streams unless refused.
+    mode: Literal["poll", "stream", "auto"] = "poll"
+    #: Seconds between polls right after create or submit.
+    initial_interval: float = 0.25
+    #: Back-off ceiling while the run does not change.
+    max_interval: float = 5.0
+    multiplier: float = 1.5
+    #: Fraction of random spread on each interval.
+    jitter: float = 0.1
+    #: Honour the server's ``openai-poll-after-ms`` header.
+    honour_server_hint: bool = True
+
+    def __post_init__(self) -> None:
+        _positive(self.initial_interval, "poll.initial_interval")
+        _positive(self.max_interval, "poll.max_interval")
+        if self.multiplier < 1:
+            raise errors.ConfigError("poll.multiplier: must be >= 1")
+        if not 0 <= self.jitter < 1:
+            raise errors.ConfigError("poll.jitter: must be in [0, 1)")
+        if self.max_interval < self.initial_interval:
+            raise errors.ConfigError("poll.max_interval: must be >= poll.initial_interval")
+
+
+class RunConfig(_Section, frozen=True):
+    """Policies for driving one run."""
+
+    #: Seconds after which an unfinished run is cancelled; None: only ``expires_at`` bounds it.
+    run_timeout: float | None = None
+    #: What to do when the thread already has an active run.
+    if_active: Literal["wait", "cancel", "error"] = "wait"
+    #: Seconds the driver waits for a cancel to land (shielded).
+    cancel_timeout: float = 10.0
+    #: Re-create a run that failed with one of these ``last_error.code`` values.
+    retry_failed_codes: tuple[str, ...] = ()
+    retry_failed_attempts: int = 0
+    retry_failed_backoff: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.run_timeout is not None:
+            _positive(self.run_timeout, "run.run_timeout")
+        _positive(self.cancel_timeout, "run.cancel_timeout")
+        if self.retry_failed_attempts < 0:
+            raise errors.ConfigError("run.retry_failed_attempts: must be >= 0")
+
+
+class ToolsConfig(_Section, frozen=True):
+    """How tool calls are answered."""
+
+    #: Modules imported at start-up; their ``@tool`` functions register themselves.
+    modules: tuple[str, ...] = ("handlers",)
+    #: Seconds one tool call may take (a tool's own ``timeout`` wins).
+    timeout: float = 60.0
+    #: ``output``: a failure becomes an error output for the model; ``raise``: cancel the run.
+    on_error: Literal["output", "raise"] = "output"
+    #: Longer outputs are cut, with a visible marker.
+    max_output_chars: int = 32_768
+    #: Tool calls running at once (threads for sync tools included).
+    concurrency: int = 16
+    #: Put the traceback into error outputs (off: type and message only).
+    include_traceback: bool = False
+    #: Seconds kept free before ``expires_at`` for the submit itself.
+    deadline_margin: float = 5.0
+
+    def __post_init__(self) -> None:
+        _positive(self.timeout, "tools.timeout")
+        _positive(self.max_output_chars, "tools.max_output_chars")
+        _positive(self.concurrency, "tools.concurrency")
+
+
+class WorkerConfig(_Section, frozen=True):
+    """The long-running worker."""
+
+    store: Literal["sqlite", "postgres", "memory"] = "sqlite"
+    sqlite_path: str = "orchestrator.sqlite3"
+    postgres_dsn: str | None = None
+    #: Runs driven at once.
+    concurrency: int = 32
+    #: A job whose owner stops heartbeating is taken over after this many seconds.
+    lease_seconds: float = 15.0
+    heartbeat_seconds: float = 3.0
+    #: Seconds between looks for new jobs when idle.
+    idle_poll_seconds: float = 0.5
+    #: Seconds granted to in-flight tool calls on SIGTERM.
+    drain_timeout: float = 30.0
+    #: ``host:port`` of /healthz and /metrics; None to disable.
+    health: str | None = "127.0.0.1:9464"
+    #: Attempts per job before it is marked failed.
+    max_attempts: int = 5
+
+    def __post_init__(self) -> None:
+        _positive(self.concurrency, "worker.concurrency")
+        _positive(self.lease_seconds, "worker.lease_seconds")
+        _positive(self.heartbeat_seconds, "worker.heartbeat_seconds")
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise errors.ConfigError("worker.heartbeat_seconds: must be < worker.lease_seconds")
+        if self.store == "postgres" and not self.postgres_dsn:
+            raise errors.ConfigError(
+                "worker.postgres_dsn: required when worker.store is 'postgres'"
+            )
+
+
+class LoggingConfig(_Section, frozen=True):
+    """stdlib logging set-up done by the CLI."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Config(_Section, frozen=True):
+    """All settings of a deployment."""
+
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    poll: PollConfig = msgspec.field(default_factory=PollConfig)
+    run: RunConfig = msgspec.field(default_factory=RunConfig)
+    tools: ToolsConfig = msgspec.field(default_factory=ToolsConfig)
+    worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+
+    def api_key(self, env: Mapping[str, str] | None = None) -> Secret | None:
+        """The API key from the variable ``api.api_key_env`` names, if set and non-empty."""
+        value = (os.environ if env is None else env).get(self.api.api_key_env, "")
+        return Secret(value) if value else None
+
+    @property
+    def uses_emulator(self) -> bool:
+        """No endpoint configured: the CLI starts the bundled emulator (decided with the key)."""
+        return self.api.base_url is None
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if not sep or not key:
+            raise errors.ConfigError(f"{name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise errors.ConfigError(f"{section}: must be a mapping")
+        try:
+            target[key] = yaml.safe_load(text) if text else None
+        except yaml.YAMLError as exc:
+            raise errors.ConfigError(f"{name}: not a YAML value: {exc}") from exc
+
+
+def loads(text: str, env: Mapping[str, str] | None = None, *, source: str = "config") -> Config:
+    """Parse YAML text into a Config, applying ``ORCHESTRATOR_*`` overrides from ``env``."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise errors.ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise errors.ConfigError(f"{source}: the top level must be a mapping")
+    _apply_env(raw, os.environ if env is None else env)
+    try:
+        return msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise errors.ConfigError(f"{source}: {exc}") from exc
+    except errors.ConfigError as exc:
+        raise errors.ConfigError(f"{source}: {exc}") from exc
+
+
+def load(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Load a config file (missing path: defaults plus environment overrides)."""
+    if path is None:
+        return loads("", env)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise errors.ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
+    return loads(text, env, source=str(p))

@@ -1,0 +1,187 @@
+"""One error hierarchy for the whole package.
+
+::
+
+    OrchestratorError
+     ├── APIError                      the server answered with an error status
+     │    ├── BadRequestError          400, 422
+     │    ├── AuthenticationError      401
+     │    ├── PermissionDeniedError    403
+     │    ├── NotFoundError            404
+     │    ├── ConflictError            409          (transient)
+     │    ├── RateLimitError           429          (transient)
+     │    └── ServerError              408, >= 500  (transient)
+     ├── APIConnectionError            no usable answer (transient)
+     │    └── APITimeoutError
+     ├── DecodeError                   a payload did not fit its struct
+     ├── ConfigError                   config.yaml or environment is wrong
+     ├── ToolDefinitionError           a @tool function cannot be registered
+     ├── ToolFailure                   a tool failed with on_error = "raise"
+     ├── RunError                      a run could not be driven to its end
+     │    └── ThreadBusyError          the thread already has an active run
+     └── StoreError                    the job store or ledger failed
+
+``TransientError`` is a marker mixed into the errors worth retrying; retry layers test for it
+and nothing else.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigError",
+    "ConflictError",
+    "DecodeError",
+    "NotFoundError",
+    "OrchestratorError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RunError",
+    "ServerError",
+    "StoreError",
+    "ThreadBusyError",
+    "ToolDefinitionError",
+    "ToolFailure",
+    "TransientError",
+    "api_error_for_status",
+]
+
+
+class OrchestratorError(Exception):
+    """Base class of every error this package raises."""
+
+
+class TransientError(OrchestratorError):
+    """Marker: the same request may succeed if tried again later."""
+
+
+class APIError(OrchestratorError):
+    """The API answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type
+        self.code = code
+        self.param = param
+        self.request_id = request_id
+        #: Seconds the server asked us to wait, when it said so.
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        rid = f" (request {self.request_id})" if self.request_id else ""
+        return f"HTTP {self.status}: {self.message}{rid}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status={self.status}, type={self.type!r}, "
+            f"code={self.code!r}, message={self.message!r}, request_id={self.request_id!r})"
+        )
+
+
+class BadRequestError(APIError):
+    """400 or 422: the request was refused as invalid; retrying will not help."""
+
+
+class AuthenticationError(APIError):
+    """401: the key is missing, wrong or expired."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the key may not do this."""
+
+
+class NotFoundError(APIError):
+    """404: no such thread, run, step or assistant."""
+
+
+class ConflictError(APIError, TransientError):
+    """409: a lock on the server timed out."""
+
+
+class RateLimitError(APIError, TransientError):
+    """429: slow down; ``retry_after`` says for how long when the server told us."""
+
+
+class ServerError(APIError, TransientError):
+    """408 or >= 500: the server failed or timed out."""
+
+
+class APIConnectionError(TransientError):
+    """The request got no usable answer: refused, reset, or dropped mid-way."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The request took longer than its timeout."""
+
+
+class DecodeError(OrchestratorError):
+    """A payload was not valid JSON or did not fit its struct; the message names the path."""
+
+
+class ConfigError(OrchestratorError):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class ToolDefinitionError(OrchestratorError):
+    """A function cannot be registered as a tool; the message names function and parameter."""
+
+
+class ToolFailure(OrchestratorError):
+    """A tool configured with ``on_error = "raise"`` failed; the run is to be cancelled."""
+
+    def __init__(self, message: str, *, tool_call_id: str, tool_name: str) -> None:
+        super().__init__(message)
+        self.tool_call_id = tool_call_id
+        self.tool_name = tool_name
+
+
+class RunError(OrchestratorError):
+    """A run could not be driven to a terminal state."""
+
+
+class ThreadBusyError(RunError):
+    """The thread already has an active run and ``if_active`` is ``"error"``."""
+
+    def __init__(self, message: str, *, thread_id: str, run_id: str | None) -> None:
+        super().__init__(message)
+        self.thread_id = thread_id
+        self.run_id = run_id
+
+
+class StoreError(OrchestratorError):
+    """The job store or ledger failed (unreadable file, locked database, lost lease)."""
+
+
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: ServerError,
+    409: ConflictError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+
+def api_error_for_status(status: int) -> type[APIError]:
+    """The APIError subclass for an HTTP status."""
+    if status >= 500:
+        return ServerError
+    return _BY_STATUS.get(status, APIError)
