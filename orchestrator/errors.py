@@ -10,7 +10,8 @@
      │    ├── NotFoundError            404
      │    ├── ConflictError            409          (transient)
      │    ├── RateLimitError           429          (transient)
-     │    └── ServerError              408, >= 500  (transient)
+     │    ├── ServerError              408, >= 500  (transient)
+     │    └── StreamError              an ``error`` event inside an SSE stream
      ├── APIConnectionError            no usable answer (transient)
      │    └── APITimeoutError
      ├── DecodeError                   a payload did not fit its struct
@@ -20,6 +21,9 @@
      ├── RunError                      a run could not be driven to its end
      │    └── ThreadBusyError          the thread already has an active run
      └── StoreError                    the job store or ledger failed
+          ├── LeaseLost                a fenced write came from a stale claim epoch
+          ├── InvalidJob               a job spec was refused at enqueue (also a ValueError)
+          └── AlreadyEnqueued          a queued job already holds the queueing lock
 
 ``TransientError`` is a marker mixed into the errors worth retrying; retry layers test for it
 and nothing else.
@@ -31,11 +35,14 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
+    "AlreadyEnqueued",
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
     "ConflictError",
     "DecodeError",
+    "InvalidJob",
+    "LeaseLost",
     "NotFoundError",
     "OrchestratorError",
     "PermissionDeniedError",
@@ -43,6 +50,7 @@ __all__ = [
     "RunError",
     "ServerError",
     "StoreError",
+    "StreamError",
     "ThreadBusyError",
     "ToolDefinitionError",
     "ToolFailure",
@@ -122,6 +130,10 @@ class ServerError(APIError, TransientError):
     """408 or >= 500: the server failed or timed out."""
 
 
+class StreamError(APIError):
+    """The server sent an ``error`` event in an SSE stream (``status`` is the stream's own)."""
+
+
 class APIConnectionError(TransientError):
     """The request got no usable answer: refused, reset, or dropped mid-way."""
 
@@ -166,6 +178,30 @@ class ThreadBusyError(RunError):
 
 class StoreError(OrchestratorError):
     """The job store or ledger failed (unreadable file, locked database, lost lease)."""
+
+
+class LeaseLost(StoreError):
+    """The job's claim epoch moved on (or the job ended): the caller no longer owns it."""
+
+    def __init__(self, message: str, *, job_id: str, epoch: int) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        #: The stale epoch the caller presented.
+        self.epoch = epoch
+
+
+class InvalidJob(StoreError, ValueError):
+    """A job spec is malformed; it was refused at enqueue and nothing was stored."""
+
+
+class AlreadyEnqueued(StoreError):
+    """A queued job already holds this ``queueing_lock``; nothing was enqueued."""
+
+    def __init__(self, message: str, *, queueing_lock: str, job_id: str | None) -> None:
+        super().__init__(message)
+        self.queueing_lock = queueing_lock
+        #: The queued job holding the lock, when the store can tell.
+        self.job_id = job_id
 
 
 _BY_STATUS: dict[int, type[APIError]] = {
