@@ -7,6 +7,10 @@ never heard of decodes instead of failing. ``Run.status`` stays the raw string f
 reason; ``RunStatus`` names the known ones.
 
 Request bodies default every optional field to ``UNSET`` and encode only what the caller set.
+
+Structs that hold only scalars (or other such structs) set ``gc=False``: they cannot be part of
+a reference cycle, and leaving them untracked makes decoding and every collector pass cheaper
+(bench/decode.py; thousands of in-flight runs hold many of them).
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from msgspec import UNSET, Struct, UnsetType
 from orchestrator import errors
 
 __all__ = [
+    "Assistant",
     "CodeInterpreterCall",
     "CodeInterpreterOutput",
+    "CreateAssistant",
     "CreateRun",
+    "CreateThread",
     "CreateThreadAndRun",
     "ErrorBody",
     "ErrorResponse",
@@ -52,6 +59,7 @@ __all__ = [
     "StepToolCall",
     "SubmitToolOutputs",
     "SubmitToolOutputsAction",
+    "Thread",
     "ToolChoice",
     "ToolDefinition",
     "ToolOutput",
@@ -107,20 +115,20 @@ _KNOWN_STATUSES: Final = frozenset(s.value for s in RunStatus)
 # --- small shared pieces -------------------------------------------------------------------
 
 
-class LastError(Struct):
+class LastError(Struct, gc=False):
     """Why a run or step failed: ``server_error``, ``rate_limit_exceeded``, ``invalid_prompt``..."""
 
     code: str
     message: str = ""
 
 
-class IncompleteDetails(Struct):
+class IncompleteDetails(Struct, gc=False):
     """Which token budget ended an ``incomplete`` run."""
 
     reason: str | None = None
 
 
-class Usage(Struct):
+class Usage(Struct, gc=False):
     """Token counts of a finished run or step."""
 
     completion_tokens: int = 0
@@ -128,20 +136,22 @@ class Usage(Struct):
     total_tokens: int = 0
 
 
-class TruncationStrategy(Struct, omit_defaults=True):
+class TruncationStrategy(Struct, gc=False):
     """How the thread is cut to fit the context."""
+
+    # Not omit_defaults: ``type`` is required on the wire even when it is the default "auto".
 
     type: str = "auto"
     last_messages: int | None = None
 
 
-class NamedFunction(Struct):
+class NamedFunction(Struct, gc=False):
     """A function named in ``tool_choice``."""
 
     name: str
 
 
-class ToolChoice(Struct, omit_defaults=True):
+class ToolChoice(Struct, omit_defaults=True, gc=False):
     """The object form of ``tool_choice``: force one tool."""
 
     type: str
@@ -176,14 +186,14 @@ class FunctionDefinition(Struct, omit_defaults=True):
     strict: bool | None = None
 
 
-class RankingOptions(Struct, omit_defaults=True):
+class RankingOptions(Struct, omit_defaults=True, gc=False):
     """File-search ranking settings."""
 
     ranker: str | None = None
     score_threshold: float | None = None
 
 
-class FileSearchSettings(Struct, omit_defaults=True):
+class FileSearchSettings(Struct, omit_defaults=True, gc=False):
     """Settings of a ``file_search`` tool."""
 
     max_num_results: int | None = None
@@ -207,14 +217,14 @@ class ToolDefinition(Struct, omit_defaults=True):
 # --- required_action -----------------------------------------------------------------------
 
 
-class FunctionCall(Struct):
+class FunctionCall(Struct, gc=False):
     """A call the model asks us to make: a name and a JSON *string* of arguments."""
 
     name: str
     arguments: str = ""
 
 
-class RequiredToolCall(Struct):
+class RequiredToolCall(Struct, gc=False):
     """One entry of ``required_action.submit_tool_outputs.tool_calls``."""
 
     id: str
@@ -308,19 +318,20 @@ class Run(Struct, kw_only=True):
 # --- RunStep -------------------------------------------------------------------------------
 
 
-class MessageCreation(Struct):
+class MessageCreation(Struct, gc=False):
     """``step_details.message_creation``."""
 
     message_id: str = ""
 
 
-class ImageFile(Struct):
+class ImageFile(Struct, gc=False):
     """A file produced by a tool."""
 
-    file_id: str = ""
+    #: None only in stream deltas, where the SDK (``Optional[str]``) allows null.
+    file_id: str | None = ""
 
 
-class CodeInterpreterOutput(Struct, omit_defaults=True):
+class CodeInterpreterOutput(Struct, omit_defaults=True, gc=False):
     """An output of code interpreter: ``logs`` or ``image`` (or an unknown type)."""
 
     type: str
@@ -335,7 +346,7 @@ class CodeInterpreterCall(Struct):
     outputs: list[CodeInterpreterOutput] = []
 
 
-class FileSearchContent(Struct, omit_defaults=True):
+class FileSearchContent(Struct, omit_defaults=True, gc=False):
     """Text of a file-search hit, when asked for with ``include[]``."""
 
     type: str = "text"
@@ -358,7 +369,7 @@ class FileSearchCall(Struct, omit_defaults=True):
     results: list[FileSearchResult] | None = None
 
 
-class StepFunction(Struct):
+class StepFunction(Struct, gc=False):
     """A function call inside a step; ``output`` is null until submitted."""
 
     name: str = ""
@@ -440,11 +451,43 @@ class Message(Struct, kw_only=True):
     assistant_id: str | None = None
     run_id: str | None = None
     metadata: dict[str, str] | None = None
+    attachments: list[Any] | None = None
+    completed_at: int | None = None
+    incomplete_at: int | None = None
+    #: ``{reason}``: content_filter, max_tokens, run_cancelled, run_expired, run_failed.
+    incomplete_details: IncompleteDetails | None = None
 
     @property
     def text(self) -> str:
         """All text parts joined."""
         return "".join(c.text.value for c in self.content if c.text is not None)
+
+
+# --- assistants and threads (the few non-run objects a worker creates) -----------------------
+
+
+class Assistant(Struct, kw_only=True):
+    """An assistant (``object: "assistant"``)."""
+
+    id: str
+    object: str = "assistant"
+    created_at: int = 0
+    name: str | None = None
+    description: str | None = None
+    model: str = ""
+    instructions: str | None = None
+    tools: list[ToolDefinition] = []
+    metadata: dict[str, str] | None = None
+
+
+class Thread(Struct, kw_only=True):
+    """A thread (``object: "thread"``)."""
+
+    id: str
+    object: str = "thread"
+    created_at: int = 0
+    tool_resources: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
 
 
 # --- lists ---------------------------------------------------------------------------------
@@ -470,7 +513,7 @@ ListMessagesResponse = ListResponse[Message]
 # --- errors --------------------------------------------------------------------------------
 
 
-class ErrorBody(Struct):
+class ErrorBody(Struct, gc=False):
     """The API's error object."""
 
     message: str = ""
@@ -479,7 +522,7 @@ class ErrorBody(Struct):
     code: str | None = None
 
 
-class ErrorResponse(Struct):
+class ErrorResponse(Struct, gc=False):
     """``{"error": {...}}``."""
 
     error: ErrorBody
@@ -539,7 +582,7 @@ class CreateThreadAndRun(_RunParams, omit_defaults=True, kw_only=True):
     tool_resources: dict[str, Any] | None | UnsetType = UNSET
 
 
-class ToolOutput(Struct):
+class ToolOutput(Struct, gc=False):
     """The answer to one tool call; ``output`` must be a string."""
 
     tool_call_id: str
@@ -551,6 +594,25 @@ class SubmitToolOutputs(Struct, omit_defaults=True):
 
     tool_outputs: list[ToolOutput]
     stream: bool | None | UnsetType = UNSET
+
+
+class CreateAssistant(Struct, omit_defaults=True, kw_only=True):
+    """Body of ``POST /assistants``."""
+
+    model: str
+    name: str | None | UnsetType = UNSET
+    description: str | None | UnsetType = UNSET
+    instructions: str | None | UnsetType = UNSET
+    tools: list[ToolDefinition] | UnsetType = UNSET
+    metadata: dict[str, str] | None | UnsetType = UNSET
+
+
+class CreateThread(Struct, omit_defaults=True, kw_only=True):
+    """Body of ``POST /threads``."""
+
+    messages: list[MessageRequest] | UnsetType = UNSET
+    tool_resources: dict[str, Any] | None | UnsetType = UNSET
+    metadata: dict[str, str] | None | UnsetType = UNSET
 
 
 class ModifyRun(Struct, omit_defaults=True):

@@ -1,0 +1,420 @@
+"""``AssistantsClient``: typed async access to the Assistants runs API.
+
+Every method sends one logical request through the transport (flavour headers, rate limit,
+retries, error translation) and decodes the answer straight into a struct. The ``*_response``
+variants also return the ``x-request-id`` and ``openai-poll-after-ms`` headers the driver uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+import aiohttp
+import anyio
+import msgspec
+from msgspec import UNSET
+
+from orchestrator import config, errors, models, ratelimit, streaming, transport
+
+__all__ = ["AssistantsClient", "RequestObserver", "Response"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: A decoded body with ``status``, ``request_id`` and ``poll_after_ms``.
+Response = transport.Response
+#: Receives ``request_finished`` / ``request_retried`` callbacks (metrics).
+RequestObserver = transport.RequestObserver
+
+_Body = TypeVar("_Body", models.CreateRun, models.CreateThreadAndRun)
+_Item = TypeVar("_Item", models.Run, models.RunStep, models.Message)
+
+#: Part of the 400 a submit gets when the run has already moved on (WIRE.md 7.3).
+_SUBMIT_RACE: Final = "do not accept tool outputs"
+
+
+def _run_path(thread_id: str, run_id: str) -> str:
+    return f"/threads/{transport.segment(thread_id)}/runs/{transport.segment(run_id)}"
+
+
+def _submit_raced(error: errors.APIError) -> bool:
+    return isinstance(error, errors.BadRequestError) and _SUBMIT_RACE in error.message
+
+
+def _not_streaming(body: _Body) -> _Body:
+    return msgspec.structs.replace(body, stream=UNSET) if body.stream is True else body
+
+
+async def _all_pages(
+    fetch: Callable[[str | None], Awaitable[models.ListResponse[_Item]]],
+) -> AsyncIterator[_Item]:
+    after: str | None = None
+    while True:
+        page = await fetch(after)
+        for item in page.data:
+            yield item
+        if not page.has_more or not page.data:
+            return
+        after = page.data[-1].id
+
+
+class AssistantsClient:
+    """Async client for the runs endpoints (and the few others a worker needs).
+
+    Use ``async with AssistantsClient(api, retry, api_key=...) as client``: it owns one aiohttp
+    session, closed on exit. A ``session`` passed in stays the caller's (never closed here; its
+    connector sets the connection limit). ``limiter`` replaces the token bucket built from
+    ``api.max_requests_per_second``, e.g. to share one bucket between clients.
+    """
+
+    def __init__(
+        self,
+        api: config.ApiConfig | None = None,
+        retry: config.RetryConfig | None = None,
+        *,
+        api_key: config.Secret | str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        observer: RequestObserver | None = None,
+        limiter: ratelimit.RateLimiter | None = None,
+    ) -> None:
+        self._api = api if api is not None else config.ApiConfig()
+        key = config.Secret(api_key) if isinstance(api_key, str) else api_key
+        rps = self._api.max_requests_per_second
+        if limiter is None and rps is not None:
+            limiter = ratelimit.TokenBucket(rps)
+        self._transport = transport.Transport(
+            self._api,
+            retry if retry is not None else config.RetryConfig(),
+            api_key=key or None,
+            limiter=limiter,
+            observer=observer,
+        )
+        self._owns_session = session is None
+        self._transport.session = session
+
+    def __repr__(self) -> str:
+        return f"AssistantsClient(base_url={self.base_url!r}, flavor={self._api.flavor!r})"
+
+    @property
+    def base_url(self) -> str:
+        """The root every endpoint path is appended to (``.../openai`` on Azure)."""
+        return self._transport.base_url
+
+    async def __aenter__(self) -> Self:
+        if self._owns_session:
+            if self._transport.session is not None:
+                raise RuntimeError("AssistantsClient is already open")
+            connector = aiohttp.TCPConnector(limit=self._api.max_connections)
+            self._transport.session = aiohttp.ClientSession(connector=connector)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session = self._transport.session
+        if self._owns_session and session is not None:
+            self._transport.session = None
+            with anyio.CancelScope(shield=True):
+                await session.close()
+
+    # --- runs ------------------------------------------------------------------------------
+
+    async def create_run_response(
+        self, thread_id: str, body: models.CreateRun
+    ) -> Response[models.Run]:
+        """Start a run on a thread."""
+        path = f"/threads/{transport.segment(thread_id)}/runs"
+        data = models.encode(_not_streaming(body))
+        return await self._transport.request("create_run", "POST", path, models.Run, body=data)
+
+    async def create_run(self, thread_id: str, body: models.CreateRun) -> models.Run:
+        """Start a run on a thread."""
+        return (await self.create_run_response(thread_id, body)).data
+
+    async def create_thread_and_run_response(
+        self, body: models.CreateThreadAndRun
+    ) -> Response[models.Run]:
+        """Create a thread and start a run on it."""
+        data = models.encode(_not_streaming(body))
+        return await self._transport.request(
+            "create_thread_and_run", "POST", "/threads/runs", models.Run, body=data
+        )
+
+    async def create_thread_and_run(self, body: models.CreateThreadAndRun) -> models.Run:
+        """Create a thread and start a run on it."""
+        return (await self.create_thread_and_run_response(body)).data
+
+    async def retrieve_run_response(self, thread_id: str, run_id: str) -> Response[models.Run]:
+        """Read a run as it is now."""
+        path = _run_path(thread_id, run_id)
+        return await self._transport.request("retrieve_run", "GET", path, models.Run)
+
+    async def retrieve_run(self, thread_id: str, run_id: str) -> models.Run:
+        """Read a run as it is now."""
+        return (await self.retrieve_run_response(thread_id, run_id)).data
+
+    async def list_runs(
+        self,
+        thread_id: str,
+        *,
+        limit: int | None = None,
+        order: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> models.ListRunsResponse:
+        """One page of a thread's runs."""
+        path = f"/threads/{transport.segment(thread_id)}/runs"
+        query = transport.list_query(limit=limit, order=order, after=after, before=before)
+        resp = await self._transport.request(
+            "list_runs", "GET", path, models.ListRunsResponse, query=query
+        )
+        return resp.data
+
+    def iter_runs(
+        self, thread_id: str, *, limit: int | None = None, order: str | None = None
+    ) -> AsyncIterator[models.Run]:
+        """Every run of a thread, page after page."""
+        return _all_pages(
+            lambda after: self.list_runs(thread_id, limit=limit, order=order, after=after)
+        )
+
+    async def modify_run(
+        self, thread_id: str, run_id: str, metadata: Mapping[str, str] | None
+    ) -> models.Run:
+        """Replace a run's metadata (None sends ``null``)."""
+        body = models.encode(models.ModifyRun(dict(metadata) if metadata is not None else None))
+        path = _run_path(thread_id, run_id)
+        resp = await self._transport.request("modify_run", "POST", path, models.Run, body=body)
+        return resp.data
+
+    async def cancel_run(self, thread_id: str, run_id: str) -> models.Run:
+        """Ask the server to cancel a run (normally answered with ``cancelling``)."""
+        path = _run_path(thread_id, run_id) + "/cancel"
+        return (await self._transport.request("cancel_run", "POST", path, models.Run)).data
+
+    async def submit_tool_outputs_response(
+        self, thread_id: str, run_id: str, outputs: Sequence[models.ToolOutput]
+    ) -> Response[models.Run]:
+        """Answer a ``requires_action`` run with all its tool outputs in one request.
+
+        When a retried attempt is refused because an earlier attempt already went through
+        (400 "... do not accept tool outputs"), the run is read back and returned instead.
+        """
+        path = _run_path(thread_id, run_id) + "/submit_tool_outputs"
+        body = models.encode(models.SubmitToolOutputs(tool_outputs=list(outputs)))
+        try:
+            return await self._transport.request(
+                "submit_tool_outputs",
+                "POST",
+                path,
+                models.Run,
+                body=body,
+                already_applied=_submit_raced,
+            )
+        except transport.AlreadyApplied as exc:
+            refusal = exc.error
+        self._log_race(thread_id, run_id, refusal)
+        return await self.retrieve_run_response(thread_id, run_id)
+
+    async def submit_tool_outputs(
+        self, thread_id: str, run_id: str, outputs: Sequence[models.ToolOutput]
+    ) -> models.Run:
+        """Answer a ``requires_action`` run (see ``submit_tool_outputs_response``)."""
+        return (await self.submit_tool_outputs_response(thread_id, run_id, outputs)).data
+
+    async def list_run_steps(
+        self,
+        thread_id: str,
+        run_id: str,
+        *,
+        limit: int | None = None,
+        order: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        include: Sequence[str] = (),
+    ) -> models.ListRunStepsResponse:
+        """One page of a run's steps (``include`` adds e.g. file-search result content)."""
+        path = _run_path(thread_id, run_id) + "/steps"
+        query = transport.list_query(
+            limit=limit, order=order, after=after, before=before, include=include
+        )
+        resp = await self._transport.request(
+            "list_run_steps", "GET", path, models.ListRunStepsResponse, query=query
+        )
+        return resp.data
+
+    def iter_run_steps(
+        self,
+        thread_id: str,
+        run_id: str,
+        *,
+        limit: int | None = None,
+        order: str | None = None,
+        include: Sequence[str] = (),
+    ) -> AsyncIterator[models.RunStep]:
+        """Every step of a run, page after page."""
+        return _all_pages(
+            lambda after: self.list_run_steps(
+                thread_id, run_id, limit=limit, order=order, after=after, include=include
+            )
+        )
+
+    async def retrieve_run_step(
+        self, thread_id: str, run_id: str, step_id: str, *, include: Sequence[str] = ()
+    ) -> models.RunStep:
+        """Read one step of a run."""
+        path = _run_path(thread_id, run_id) + f"/steps/{transport.segment(step_id)}"
+        resp = await self._transport.request(
+            "retrieve_run_step",
+            "GET",
+            path,
+            models.RunStep,
+            query=transport.list_query(include=include),
+        )
+        return resp.data
+
+    # --- assistants, threads, messages -----------------------------------------------------
+
+    async def create_assistant(
+        self,
+        *,
+        model: str,
+        name: str | None = None,
+        instructions: str | None = None,
+        tools: Sequence[models.ToolDefinition] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> models.Assistant:
+        """Create an assistant (arguments left out are not sent)."""
+        body = models.CreateAssistant(
+            model=model,
+            name=UNSET if name is None else name,
+            instructions=UNSET if instructions is None else instructions,
+            tools=list(tools) if tools else UNSET,
+            metadata=UNSET if metadata is None else dict(metadata),
+        )
+        resp = await self._transport.request(
+            "create_assistant", "POST", "/assistants", models.Assistant, body=models.encode(body)
+        )
+        return resp.data
+
+    async def create_thread(
+        self,
+        *,
+        messages: Sequence[models.MessageRequest] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> models.Thread:
+        """Create a thread, optionally with its first messages."""
+        body = models.CreateThread(
+            messages=list(messages) if messages else UNSET,
+            metadata=UNSET if metadata is None else dict(metadata),
+        )
+        resp = await self._transport.request(
+            "create_thread", "POST", "/threads", models.Thread, body=models.encode(body)
+        )
+        return resp.data
+
+    async def create_message(
+        self, thread_id: str, message: models.MessageRequest
+    ) -> models.Message:
+        """Add a message to a thread."""
+        path = f"/threads/{transport.segment(thread_id)}/messages"
+        resp = await self._transport.request(
+            "create_message", "POST", path, models.Message, body=models.encode(message)
+        )
+        return resp.data
+
+    async def list_messages(
+        self,
+        thread_id: str,
+        *,
+        run_id: str | None = None,
+        order: str | None = None,
+        limit: int | None = None,
+    ) -> models.ListMessagesResponse:
+        """One page of a thread's messages (``run_id``: only those a run created)."""
+        path = f"/threads/{transport.segment(thread_id)}/messages"
+        query = transport.list_query(limit=limit, order=order, run_id=run_id)
+        resp = await self._transport.request(
+            "list_messages", "GET", path, models.ListMessagesResponse, query=query
+        )
+        return resp.data
+
+    # --- streaming -------------------------------------------------------------------------
+
+    def create_run_stream(
+        self, thread_id: str, body: models.CreateRun
+    ) -> contextlib.AbstractAsyncContextManager[streaming.EventStream]:
+        """Start a run and follow its events (``async with ... as events: async for ...``)."""
+        path = f"/threads/{transport.segment(thread_id)}/runs"
+        data = models.encode(msgspec.structs.replace(body, stream=True))
+        return self._stream("create_run_stream", path, data)
+
+    def create_thread_and_run_stream(
+        self, body: models.CreateThreadAndRun
+    ) -> contextlib.AbstractAsyncContextManager[streaming.EventStream]:
+        """Create a thread, start a run and follow its events."""
+        data = models.encode(msgspec.structs.replace(body, stream=True))
+        return self._stream("create_thread_and_run_stream", "/threads/runs", data)
+
+    def submit_tool_outputs_stream(
+        self, thread_id: str, run_id: str, outputs: Sequence[models.ToolOutput]
+    ) -> contextlib.AbstractAsyncContextManager[streaming.EventStream]:
+        """Submit tool outputs and follow the resumed run's events.
+
+        If a retried attempt finds the outputs already accepted, the stream is empty: the
+        caller reads the run instead (a stream without a terminal run event means "poll").
+        """
+        path = _run_path(thread_id, run_id) + "/submit_tool_outputs"
+        body = models.SubmitToolOutputs(tool_outputs=list(outputs), stream=True)
+        return self._stream(
+            "submit_tool_outputs_stream",
+            path,
+            models.encode(body),
+            already_applied=_submit_raced,
+            ids=(thread_id, run_id),
+        )
+
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self,
+        endpoint: str,
+        path: str,
+        body: bytes,
+        *,
+        already_applied: Callable[[errors.APIError], bool] | None = None,
+        ids: tuple[str, str] | None = None,
+    ) -> AsyncIterator[streaming.EventStream]:
+        response: aiohttp.ClientResponse | None = None
+        try:
+            response = await self._transport.open_stream(
+                endpoint, path, body, already_applied=already_applied
+            )
+        except transport.AlreadyApplied as exc:
+            if ids is not None:
+                self._log_race(*ids, exc.error)
+        if response is None:
+            yield streaming.EventStream.empty()
+            return
+        events = streaming.EventStream(response, endpoint=endpoint)
+        try:
+            yield events
+        finally:
+            if events.finished:
+                response.release()
+            else:
+                response.close()  # half-read: the connection cannot be reused
+
+    def _log_race(self, thread_id: str, run_id: str, refusal: errors.APIError) -> None:
+        log.info(
+            "submit_tool_outputs: a retried submit was refused (%s); an earlier attempt went "
+            "through, reading the run back",
+            refusal.message,
+            extra={"thread_id": thread_id, "run_id": run_id, "request_id": refusal.request_id},
+        )

@@ -1,0 +1,304 @@
+"""Answering one ``requires_action``: every tool call at once, each within its own deadline.
+
+Calls run concurrently in one task group under a capacity limiter. Each gets
+``min(tool.timeout or tools.timeout, deadline - tools.deadline_margin - now)`` seconds once it
+holds a slot; waiting for a slot counts against the run's deadline only. A failure in one call
+(bad JSON, bad arguments, unknown tool, an exception, a timeout) becomes that call's error
+output and never disturbs the others. A timed-out sync tool is abandoned: its thread runs on,
+and a warning says so. Cancelling ``dispatch`` itself cancels every call and propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio
+import msgspec
+
+from orchestrator import config, errors, models, tools
+
+__all__ = ["ToolError", "ToolResult", "dispatch", "error_output"]
+
+logger = logging.getLogger(__name__)
+
+#: Characters of an exception message, and of a traceback, kept in an error output.
+MAX_ERROR_MESSAGE: Final = 2_000
+MAX_TRACEBACK: Final = 8_000
+#: Tool names listed in an ``unknown_tool`` message.
+MAX_LISTED_TOOLS: Final = 30
+
+
+class ToolError(msgspec.Struct, frozen=True):
+    """Why a call failed."""
+
+    #: ``invalid_json`` | ``invalid_arguments`` | ``unknown_tool`` | ``tool_exception`` |
+    #: ``timeout`` | ``unsupported_call_type``
+    type: str
+    message: str
+
+
+class ToolResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to one tool call; ``output`` is what gets submitted, errors included."""
+
+    tool_call_id: str
+    name: str
+    output: str
+    error: ToolError | None = None
+    #: Seconds from the start of dispatch to the end of this call.
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        """The tool ran and returned."""
+        return self.error is None
+
+    def to_output(self) -> models.ToolOutput:
+        """The entry for ``submit_tool_outputs``."""
+        return models.ToolOutput(tool_call_id=self.tool_call_id, output=self.output)
+
+
+class _ErrorBody(msgspec.Struct, omit_defaults=True):
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+class _ErrorOutput(msgspec.Struct):
+    error: _ErrorBody
+
+
+def error_output(error: ToolError, traceback_text: str | None = None) -> str:
+    """``{"error": {"type": ..., "message": ...}}``: a failure as the model reads it."""
+    body = _ErrorBody(type=error.type, message=error.message, traceback=traceback_text)
+    return models.encode(_ErrorOutput(error=body)).decode("utf-8")
+
+
+async def dispatch(
+    calls: Sequence[models.RequiredToolCall],
+    registry: tools.ToolRegistry,
+    settings: config.ToolsConfig,
+    *,
+    run_id: str,
+    thread_id: str,
+    deadline: float | None = None,
+    limiter: anyio.CapacityLimiter | None = None,
+    attempt: int = 1,
+    on_result: Callable[[ToolResult], Awaitable[None]] | None = None,
+) -> list[ToolResult]:
+    """Run ``calls`` concurrently; one result per call, in the order of ``calls``.
+
+    ``deadline`` is an absolute Unix time (e.g. the run's ``expires_at``); ``limiter`` caps calls
+    in flight (share one across runs; default: ``settings.concurrency`` for this dispatch).
+    ``on_result`` is awaited, shielded from cancellation, as each call finishes. If a call
+    failed and its ``on_error`` (the tool's, else ``settings.on_error``) is ``raise``, the other
+    calls still finish, then ``errors.ToolFailure`` is raised for the first such call.
+    """
+    if not calls:
+        return []
+    job = _Job(
+        registry=registry,
+        settings=settings,
+        run_id=run_id,
+        thread_id=thread_id,
+        cutoff=None if deadline is None else deadline - settings.deadline_margin,
+        limiter=limiter if limiter is not None else anyio.CapacityLimiter(settings.concurrency),
+        # never the bottleneck: ``limiter`` already caps threads in use; this one only replaces
+        # anyio's default thread limiter (40), which would otherwise cap large dispatches
+        thread_limiter=anyio.CapacityLimiter(len(calls)),
+        attempt=attempt,
+        started=time.perf_counter(),
+    )
+    results: list[ToolResult | None] = [None] * len(calls)
+
+    async def run(index: int, call: models.RequiredToolCall) -> None:
+        result = await job.call(call)
+        results[index] = result
+        if on_result is not None:
+            # the tool has run: recording that must not be lost to a cancellation
+            with anyio.CancelScope(shield=True):
+                await on_result(result)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for index, call in enumerate(calls):
+                tg.start_soon(run, index, call)
+    except ExceptionGroup as group:
+        # only on_result can raise here; hand its error to the caller as it was raised
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+    done = [r for r in results if r is not None]
+    for result in done:
+        if result.error is not None and job.on_error(result.name) == "raise":
+            raise errors.ToolFailure(
+                f"tool {result.name!r} failed ({result.error.type}): {result.error.message}",
+                tool_call_id=result.tool_call_id,
+                tool_name=result.name,
+            )
+    return done
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Job:
+    """What every call of one dispatch shares."""
+
+    registry: tools.ToolRegistry
+    settings: config.ToolsConfig
+    run_id: str
+    thread_id: str
+    #: Absolute Unix time by which every call must be over (deadline minus margin).
+    cutoff: float | None
+    limiter: anyio.CapacityLimiter
+    thread_limiter: anyio.CapacityLimiter
+    attempt: int
+    started: float
+
+    def on_error(self, name: str) -> tools.OnError:
+        tool = self.registry.get(name)
+        own = tool.on_error if tool is not None else None
+        return own if own is not None else self.settings.on_error
+
+    def _log(self, call_id: str, name: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "thread_id": self.thread_id,
+            "tool_call_id": call_id,
+            "tool": name,
+            **fields,
+        }
+
+    def _result(
+        self,
+        call_id: str,
+        name: str,
+        output: str,
+        error: ToolError | None = None,
+        *,
+        exc: Exception | None = None,
+        traceback_text: str | None = None,
+    ) -> ToolResult:
+        duration = time.perf_counter() - self.started
+        if error is not None:
+            error = ToolError(error.type, tools.truncate(error.message, MAX_ERROR_MESSAGE))
+            output = error_output(error, traceback_text)
+            level = logging.WARNING if error.type in ("tool_exception", "timeout") else logging.INFO
+            logger.log(
+                level,
+                "tool call %s (%s) failed: %s: %s",
+                call_id,
+                name,
+                error.type,
+                error.message,
+                exc_info=exc,
+                extra=self._log(call_id, name, error_type=error.type, duration=duration),
+            )
+        else:
+            logger.debug(
+                "tool call %s (%s) done",
+                call_id,
+                name,
+                extra=self._log(call_id, name, duration=duration, output_chars=len(output)),
+            )
+        return ToolResult(
+            tool_call_id=call_id, name=name, output=output, error=error, duration=duration
+        )
+
+    async def call(self, call: models.RequiredToolCall) -> ToolResult:
+        """One call, from its JSON arguments to its output; never raises but cancellation."""
+        function = call.function
+        if call.type != "function" or function is None:
+            return self._result(
+                call.id,
+                "" if function is None else function.name,
+                "",
+                ToolError("unsupported_call_type", f"cannot answer a {call.type!r} tool call"),
+            )
+        tool = self.registry.get(function.name)
+        if tool is None:
+            names = sorted(t.name for t in self.registry)
+            listed = ", ".join(names[:MAX_LISTED_TOOLS]) + (
+                ", ..." if len(names) > MAX_LISTED_TOOLS else ""
+            )
+            message = f"no tool named {function.name!r}; available tools: {listed or 'none'}"
+            return self._result(call.id, function.name, "", ToolError("unknown_tool", message))
+        try:
+            values = tool.decode_arguments(function.arguments)
+        except msgspec.ValidationError as exc:
+            return self._result(call.id, tool.name, "", ToolError("invalid_arguments", str(exc)))
+        except msgspec.DecodeError as exc:
+            message = f"the arguments are not valid JSON: {exc}"
+            return self._result(call.id, tool.name, "", ToolError("invalid_json", message))
+        if self.cutoff is not None and self.cutoff <= time.time():
+            return self._not_started(call.id, tool.name, "no time")
+        return await self._invoke(call.id, tool, values)
+
+    async def _invoke(
+        self, call_id: str, tool: tools.Tool[..., Any], values: msgspec.Struct
+    ) -> ToolResult:
+        timeout = tool.timeout if tool.timeout is not None else self.settings.timeout
+        budget = timeout
+        started = False
+        wait = math.inf if self.cutoff is None else self.cutoff - time.time()
+        with anyio.move_on_after(wait):
+            async with self.limiter:
+                now = time.time()
+                if self.cutoff is not None:
+                    budget = min(timeout, self.cutoff - now)
+                if budget <= 0:  # the slot came too late to start at all
+                    return self._not_started(call_id, tool.name, "no free slot")
+                started = True
+                context = tools.ToolContext(
+                    run_id=self.run_id,
+                    thread_id=self.thread_id,
+                    tool_call_id=call_id,
+                    tool_name=tool.name,
+                    deadline=now + budget,
+                    attempt=self.attempt,
+                )
+                with anyio.move_on_after(budget):
+                    try:
+                        value = await tool.invoke(
+                            values, context, thread_limiter=self.thread_limiter
+                        )
+                    except Exception as exc:
+                        return self._exception(call_id, tool.name, exc)
+                    try:
+                        output = tools.encode_output(value)
+                    except TypeError as exc:
+                        return self._exception(call_id, tool.name, exc)
+                    return self._result(
+                        call_id, tool.name, tools.truncate(output, self.settings.max_output_chars)
+                    )
+        # reached only when a scope above ran out of time
+        if not started:
+            return self._not_started(call_id, tool.name, "no free slot")
+        bound = "its timeout" if budget == timeout else "the run's deadline"
+        message = f"the tool did not finish within {budget:.3g} s ({bound})"
+        if not tool.is_async:
+            logger.warning(
+                "sync tool %s timed out; its thread is abandoned and runs on",
+                tool.name,
+                extra=self._log(call_id, tool.name, action="abandon_thread"),
+            )
+        return self._result(call_id, tool.name, "", ToolError("timeout", message))
+
+    def _not_started(self, call_id: str, name: str, what: str) -> ToolResult:
+        message = f"{what} was left before the run's deadline; the tool was not started"
+        return self._result(call_id, name, "", ToolError("timeout", message))
+
+    def _exception(self, call_id: str, name: str, exc: Exception) -> ToolResult:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        trace = None
+        if self.settings.include_traceback:
+            trace = "".join(traceback.format_exception(exc))
+            if len(trace) > MAX_TRACEBACK:
+                trace = "…" + trace[-MAX_TRACEBACK:]  # the innermost frames matter most
+        error = ToolError("tool_exception", text)
+        return self._result(call_id, name, "", error, exc=exc, traceback_text=trace)

@@ -1,0 +1,124 @@
+"""Prometheus metrics, an optional extra: without prometheus-client every call is a no-op.
+
+``Metrics`` also serves as the client's ``RequestObserver`` and as an event handler, so the
+worker wires it in two places and nothing else knows about Prometheus.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+from orchestrator import events
+
+__all__ = ["AVAILABLE", "Metrics"]
+
+AVAILABLE = importlib.util.find_spec("prometheus_client") is not None
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+
+class Metrics:
+    """The worker's counters, gauges and histograms (each a no-op without prometheus-client)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.enabled = AVAILABLE
+        if not AVAILABLE:
+            return
+        import prometheus_client as prom
+
+        self.registry = registry or prom.CollectorRegistry()
+        r = self.registry
+        self.runs_in_flight = prom.Gauge(
+            "orchestrator_runs_in_flight", "Runs being driven now", registry=r
+        )
+        self.transitions = prom.Counter(
+            "orchestrator_run_transitions",
+            "Run status transitions seen, by new status",
+            ["status"],
+            registry=r,
+        )
+        self.runs_finished = prom.Counter(
+            "orchestrator_runs_finished",
+            "Runs driven to their end, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.tool_calls = prom.Counter(
+            "orchestrator_tool_calls",
+            "Tool calls by tool and outcome",
+            ["tool", "outcome"],
+            registry=r,
+        )
+        self.tool_latency = prom.Histogram(
+            "orchestrator_tool_latency_seconds",
+            "Tool call duration",
+            ["tool"],
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.http_requests = prom.Counter(
+            "orchestrator_http_requests",
+            "HTTP requests to the API by endpoint and status",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.http_latency = prom.Histogram(
+            "orchestrator_http_request_seconds", "HTTP request duration", ["endpoint"], registry=r
+        )
+        self.retries = prom.Counter(
+            "orchestrator_http_retries",
+            "HTTP requests retried, by endpoint",
+            ["endpoint"],
+            registry=r,
+        )
+        self.queue_depth = prom.Gauge(
+            "orchestrator_jobs", "Jobs in the store by state", ["state"], registry=r
+        )
+
+    # RequestObserver
+    def request_finished(self, endpoint: str, status: int | None, seconds: float) -> None:
+        """Count one HTTP request (status None: no response)."""
+        if self.enabled:
+            self.http_requests.labels(endpoint, str(status) if status else "error").inc()
+            self.http_latency.labels(endpoint).observe(seconds)
+
+    def request_retried(self, endpoint: str, attempt: int, error: BaseException) -> None:
+        """Count one retry."""
+        if self.enabled:
+            self.retries.labels(endpoint).inc()
+
+    # event handler
+    def observe(self, event: Any) -> None:
+        """Update the metrics from a driver event."""
+        if not self.enabled:
+            return
+        match event:
+            case events.StatusChanged(current=status):
+                self.transitions.labels(status).inc()
+            case events.ToolCallFinished(name=name, error_type=error, duration=seconds):
+                self.tool_calls.labels(name, error or "ok").inc()
+                self.tool_latency.labels(name).observe(seconds)
+            case events.RunFinished(outcome=outcome):
+                self.runs_finished.labels(outcome).inc()
+            case _:
+                pass
+
+    def set_queue_depth(self, counts: dict[str, int]) -> None:
+        """Jobs by state."""
+        if self.enabled:
+            for state, n in counts.items():
+                self.queue_depth.labels(state).set(n)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The body and content type of ``/metrics``."""
+        if not self.enabled:
+            text = (
+                "# metrics are off: install the 'metrics' extra "
+                "(pip install 'run-orchestrator[metrics]')\n"
+            )
+            return text.encode(), "text/plain; charset=utf-8"
+        import prometheus_client as prom
+
+        return prom.generate_latest(self.registry), prom.CONTENT_TYPE_LATEST

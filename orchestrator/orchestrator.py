@@ -1,0 +1,255 @@
+"""The ``Orchestrator``: what a service embeds to drive runs with its tools.
+
+One client (one aiohttp session, one request limiter) and one tool limiter serve every run the
+orchestrator drives; its task group owns the background drives behind ``stream()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from orchestrator import client as client_mod
+from orchestrator import config, errors, events, models, tools
+from orchestrator import driver as driver_mod
+
+__all__ = ["Orchestrator", "RunStream"]
+
+E = TypeVar("E", bound=events.Event)
+Handler = Callable[[Any], Any]
+
+
+class Orchestrator:
+    """Drives Assistants runs to their end, answering tool calls with a registry's tools.
+
+    ::
+
+        async with Orchestrator(config=cfg, registry=registry) as orch:
+            result = await orch.run(thread_id=tid, assistant_id=aid)
+            async for event in orch.stream(thread_id=tid, assistant_id=aid):
+                ...
+    """
+
+    def __init__(
+        self,
+        config: config.Config | None = None,
+        *,
+        registry: tools.ToolRegistry | None = None,
+        client: client_mod.AssistantsClient | None = None,
+        api_key: config.Secret | str | None = None,
+        handler: Handler | None = None,
+    ) -> None:
+        from orchestrator import config as config_mod
+
+        self.config = config or config_mod.Config()
+        self.registry = registry if registry is not None else tools.default_registry
+        self._client = client
+        self._api_key = api_key
+        self.subscribers = events.Subscribers()
+        if handler is not None:
+            self.subscribers.add(handler)
+        self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
+        self._driver: driver_mod.Driver | None = None
+
+    async def __aenter__(self) -> Self:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            if self._client is None:
+                key = self._api_key if self._api_key is not None else self.config.api_key()
+                self._client = await stack.enter_async_context(
+                    client_mod.AssistantsClient(self.config.api, self.config.retry, api_key=key)
+                )
+            self._driver = driver_mod.Driver(self._client, self.registry, self.config)
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self._tg = None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    @property
+    def client(self) -> client_mod.AssistantsClient:
+        """The shared API client."""
+        if self._client is None:
+            raise errors.OrchestratorError("use the Orchestrator inside `async with`")
+        return self._client
+
+    @property
+    def driver(self) -> driver_mod.Driver:
+        """The shared run driver."""
+        if self._driver is None:
+            raise errors.OrchestratorError("use the Orchestrator inside `async with`")
+        return self._driver
+
+    def on(self, *types: type[E]) -> Callable[[Handler], Handler]:
+        """Decorator: call the function for events of these types (all events when none)."""
+
+        def register(fn: Handler) -> Handler:
+            self.subscribers.add(fn, *types)
+            return fn
+
+        return register
+
+    def _emitter(self, handler: Handler | None) -> driver_mod.Emit:
+        if handler is None:
+            return self.subscribers.emit
+        local = events.Subscribers()
+        local.add(handler)
+
+        async def emit(event: events.Event) -> None:
+            await local.emit(event)
+            await self.subscribers.emit(event)
+
+        return emit
+
+    async def run(
+        self,
+        *,
+        thread_id: str,
+        assistant_id: str,
+        handler: Handler | None = None,
+        messages: Sequence[models.MessageRequest] = (),
+        **params: Any,
+    ) -> driver_mod.RunResult:
+        """Create a run on an existing thread and drive it to its end.
+
+        ``messages`` go in as ``additional_messages``; ``params`` are any other create-run fields
+        (``instructions``, ``model``, ``tools``, ``metadata``, ...).
+        """
+        body = _create_body(assistant_id, messages, params)
+        return await self.driver.create(thread_id, body, emit=self._emitter(handler))
+
+    async def create_thread_and_run(
+        self,
+        *,
+        assistant_id: str,
+        messages: Sequence[models.MessageRequest] = (),
+        handler: Handler | None = None,
+        **params: Any,
+    ) -> driver_mod.RunResult:
+        """Create a thread with ``messages`` and a run on it, and drive the run to its end."""
+        thread = models.ThreadRequest(messages=list(messages)) if messages else msgspec.UNSET
+        try:
+            body = models.CreateThreadAndRun(assistant_id=assistant_id, thread=thread, **params)
+        except TypeError as exc:
+            raise errors.OrchestratorError(f"create_thread_and_run: {exc}") from exc
+        return await self.driver.create_thread_and_run(body, emit=self._emitter(handler))
+
+    async def adopt(
+        self, thread_id: str, run_id: str, *, handler: Handler | None = None
+    ) -> driver_mod.RunResult:
+        """Drive a run created elsewhere to its end."""
+        return await self.driver.adopt(thread_id, run_id, emit=self._emitter(handler))
+
+    async def cancel(self, thread_id: str, run_id: str) -> models.Run:
+        """Ask the server to cancel a run."""
+        return await self.client.cancel_run(thread_id, run_id)
+
+    def stream(
+        self,
+        *,
+        thread_id: str,
+        assistant_id: str,
+        messages: Sequence[models.MessageRequest] = (),
+        buffer: float = math.inf,
+        **params: Any,
+    ) -> RunStream:
+        """Create and drive a run, yielding its events: ``async for ev in orch.stream(...)``.
+
+        Use ``async with orch.stream(...) as events`` to cancel the run if you stop early.
+        """
+        body = _create_body(assistant_id, messages, params)
+        return RunStream(self, thread_id, body, buffer)
+
+
+class RunStream:
+    """The events of one run as an async iterator; the drive runs in the orchestrator's tasks."""
+
+    def __init__(
+        self, orch: Orchestrator, thread_id: str, body: models.CreateRun, buffer: float
+    ) -> None:
+        self._orch = orch
+        self._thread_id = thread_id
+        self._body = body
+        self._buffer = buffer
+        self._receive: MemoryObjectReceiveStream[events.Event] | None = None
+        self._scope: anyio.CancelScope | None = None
+        self.result: driver_mod.RunResult | None = None
+        self.error: BaseException | None = None
+
+    def _start(self) -> MemoryObjectReceiveStream[events.Event]:
+        if self._receive is None:
+            tg = self._orch._tg
+            if tg is None:
+                raise errors.OrchestratorError("use the Orchestrator inside `async with`")
+            send, self._receive = anyio.create_memory_object_stream[events.Event](self._buffer)
+            self._scope = anyio.CancelScope()
+            tg.start_soon(self._drive, send)
+        return self._receive
+
+    async def _drive(self, send: MemoryObjectSendStream[events.Event]) -> None:
+        async def emit(event: events.Event) -> None:
+            await self._orch.subscribers.emit(event)
+            # The reader may have left; the run still goes to its end.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await send.send(event)
+
+        assert self._scope is not None
+        with self._scope, send:
+            try:
+                self.result = await self._orch.driver.create(self._thread_id, self._body, emit=emit)
+            except Exception as exc:  # handed to the reader, re-raised there
+                self.error = exc
+
+    def __aiter__(self) -> AsyncIterator[events.Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[events.Event]:
+        with self._start() as receive:
+            async for event in receive:
+                yield event
+        if self.error is not None:
+            raise self.error
+
+    async def __aenter__(self) -> Self:
+        self._start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._scope is not None and self.result is None and self.error is None:
+            self._scope.cancel()
+        if self._receive is not None:
+            self._receive.close()
+
+
+def _create_body(
+    assistant_id: str, messages: Sequence[models.MessageRequest], params: dict[str, Any]
+) -> models.CreateRun:
+    if messages:
+        params = {**params, "additional_messages": list(messages)}
+    try:
+        return models.CreateRun(assistant_id=assistant_id, **params)
+    except TypeError as exc:
+        raise errors.OrchestratorError(f"unknown create-run parameter: {exc}") from exc

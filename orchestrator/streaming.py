@@ -1,0 +1,406 @@
+"""Server-sent events of a streamed run: SSE framing, event payload structs, decoding.
+
+``SSEDecoder`` turns raw bytes (split anywhere) into ``SSEMessage`` frames; one table maps each
+event name to the struct its ``data`` decodes into; ``EventStream`` reads an aiohttp response
+and yields ``ServerEvent`` values until ``done``. An ``error`` event raises ``StreamError``; a
+connection lost mid-stream raises ``APIConnectionError``.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any, Final, TypeAlias
+
+import aiohttp
+import msgspec
+from msgspec import Struct
+
+from orchestrator import errors, models, transport
+
+__all__ = [
+    "EVENT_TYPES",
+    "EventStream",
+    "MessageDelta",
+    "MessageDeltaEvent",
+    "MessageEvent",
+    "RunEvent",
+    "RunStepDelta",
+    "SSEDecoder",
+    "SSEMessage",
+    "ServerEvent",
+    "StepDeltaEvent",
+    "StepEvent",
+    "ThreadEvent",
+    "UnknownEvent",
+    "decode_event",
+    "delta_text",
+]
+
+# --- delta payloads (WIRE.md 2.4 and 5.2) ---------------------------------------------------
+
+
+class FunctionDelta(Struct, omit_defaults=True):
+    """A fragment of a function call; ``arguments`` fragments concatenate per ``index``."""
+
+    name: str | None = None
+    arguments: str | None = None
+    output: str | None = None
+
+
+class CodeInterpreterOutputDelta(Struct, omit_defaults=True):
+    """A fragment of a code-interpreter output (``logs`` or ``image``)."""
+
+    type: str
+    index: int = 0
+    logs: str | None = None
+    image: models.ImageFile | None = None
+
+
+class CodeInterpreterDelta(Struct, omit_defaults=True):
+    """A fragment of a code-interpreter call."""
+
+    input: str | None = None
+    outputs: list[CodeInterpreterOutputDelta] | None = None
+
+
+class ToolCallDelta(Struct, omit_defaults=True):
+    """A fragment of the tool call at position ``index`` of the step's ``tool_calls``."""
+
+    type: str
+    index: int = 0
+    id: str | None = None
+    function: FunctionDelta | None = None
+    code_interpreter: CodeInterpreterDelta | None = None
+    file_search: dict[str, Any] | None = None
+    retrieval: dict[str, Any] | None = None
+
+
+class StepDetailsDelta(Struct, omit_defaults=True):
+    """``delta.step_details``: ``message_creation`` or ``tool_calls`` (or unknown)."""
+
+    type: str
+    message_creation: models.MessageCreation | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class RunStepDeltaBody(Struct, omit_defaults=True):
+    """What changed in a step."""
+
+    step_details: StepDetailsDelta | None = None
+
+
+class RunStepDelta(Struct, kw_only=True):
+    """``thread.run.step.delta`` payload."""
+
+    id: str
+    object: str = "thread.run.step.delta"
+    delta: RunStepDeltaBody = msgspec.field(default_factory=RunStepDeltaBody)
+
+
+class TextDelta(Struct, omit_defaults=True):
+    """A fragment of message text."""
+
+    value: str | None = None
+    annotations: list[Any] | None = None
+
+
+class MessageContentDelta(Struct, omit_defaults=True):
+    """A fragment of content part ``index`` (``text``, ``image_file``, ``image_url``, ...)."""
+
+    type: str
+    index: int = 0
+    text: TextDelta | None = None
+    refusal: str | None = None
+    image_file: dict[str, Any] | None = None
+    image_url: dict[str, Any] | None = None
+
+
+class MessageDeltaBody(Struct, omit_defaults=True):
+    """What changed in a message."""
+
+    role: str | None = None
+    content: list[MessageContentDelta] | None = None
+
+
+class MessageDelta(Struct, kw_only=True):
+    """``thread.message.delta`` payload."""
+
+    id: str
+    object: str = "thread.message.delta"
+    delta: MessageDeltaBody = msgspec.field(default_factory=MessageDeltaBody)
+
+    @property
+    def text(self) -> str:
+        """The text fragments of this delta joined."""
+        return delta_text(self)
+
+
+def delta_text(delta: MessageDelta) -> str:
+    """The text fragments of a message delta joined ("" when it carries none)."""
+    parts = delta.delta.content or ()
+    return "".join(p.text.value or "" for p in parts if p.text is not None)
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+class RunEvent(Struct, frozen=True):
+    """``thread.run.*``: the run as it is now."""
+
+    event: str
+    run: models.Run
+
+
+class StepEvent(Struct, frozen=True):
+    """``thread.run.step.*`` except the delta."""
+
+    event: str
+    step: models.RunStep
+
+
+class StepDeltaEvent(Struct, frozen=True):
+    """``thread.run.step.delta``."""
+
+    event: str
+    delta: RunStepDelta
+
+
+class MessageEvent(Struct, frozen=True):
+    """``thread.message.*`` except the delta."""
+
+    event: str
+    message: models.Message
+
+
+class MessageDeltaEvent(Struct, frozen=True):
+    """``thread.message.delta``."""
+
+    event: str
+    delta: MessageDelta
+
+
+class ThreadEvent(Struct, frozen=True):
+    """``thread.created`` (create-thread-and-run only)."""
+
+    event: str
+    thread: models.Thread
+
+
+class UnknownEvent(Struct, frozen=True):
+    """An event name this code does not know; consumers log it and move on."""
+
+    event: str
+    data: bytes
+
+
+ServerEvent: TypeAlias = (
+    RunEvent
+    | StepEvent
+    | StepDeltaEvent
+    | MessageEvent
+    | MessageDeltaEvent
+    | ThreadEvent
+    | UnknownEvent
+)
+
+_RUN: Final = ("created", "queued", "in_progress", "requires_action", "completed", "incomplete")
+_RUN_END: Final = ("failed", "cancelling", "cancelled", "expired")
+_STEP: Final = ("created", "in_progress", "completed", "failed", "cancelled", "expired")
+_MESSAGE: Final = ("created", "in_progress", "completed", "incomplete")
+
+#: Event name → (payload type, event struct); decoders are built once, below.
+EVENT_TYPES: Final[dict[str, tuple[Any, Callable[[str, Any], ServerEvent]]]] = {
+    **{f"thread.run.{s}": (models.Run, RunEvent) for s in _RUN + _RUN_END},
+    **{f"thread.run.step.{s}": (models.RunStep, StepEvent) for s in _STEP},
+    "thread.run.step.delta": (RunStepDelta, StepDeltaEvent),
+    **{f"thread.message.{s}": (models.Message, MessageEvent) for s in _MESSAGE},
+    "thread.message.delta": (MessageDelta, MessageDeltaEvent),
+    "thread.created": (models.Thread, ThreadEvent),
+}
+_DECODERS: Final = {
+    name: (msgspec.json.Decoder(payload), make) for name, (payload, make) in EVENT_TYPES.items()
+}
+
+
+class _ErrorEventData(Struct):
+    """``error`` data in either shape: the bare Error object or ``{"error": {...}}``."""
+
+    error: models.ErrorBody | None = None
+    message: str = ""
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
+
+
+_ERROR_DECODER: Final = msgspec.json.Decoder(_ErrorEventData)
+
+
+def _stream_error(data: bytes, status: int, request_id: str | None) -> errors.StreamError:
+    try:
+        raw = _ERROR_DECODER.decode(data)
+        body = raw.error or models.ErrorBody(raw.message, raw.type, raw.param, raw.code)
+    except msgspec.DecodeError:
+        body = models.ErrorBody(transport.excerpt(data))
+    return errors.StreamError(
+        body.message or "error event without a message",
+        status=status,
+        type=body.type,
+        code=body.code,
+        param=body.param,
+        request_id=request_id,
+    )
+
+
+def decode_event(
+    message: SSEMessage, *, status: int = 200, request_id: str | None = None
+) -> ServerEvent | None:
+    """The event for one SSE frame; None for the end of the stream (``done`` / ``[DONE]``).
+
+    An ``error`` event raises ``StreamError``; a known event whose data does not fit its struct
+    raises ``DecodeError`` naming the path.
+    """
+    name, data = message.event, message.data
+    if name == "done" or data.startswith(b"[DONE]"):
+        return None
+    entry = _DECODERS.get(name)
+    if entry is None:
+        if name == "error":
+            raise _stream_error(data, status, request_id)
+        return UnknownEvent(name, data)
+    decoder, make = entry
+    try:
+        return make(name, decoder.decode(data))
+    except msgspec.DecodeError as exc:
+        raise errors.DecodeError(f"{name} event: {exc}") from exc
+
+
+# --- SSE framing -----------------------------------------------------------------------------
+
+
+class SSEMessage(Struct, frozen=True):
+    """One dispatched SSE frame: the ``event`` name (default ``message``) and its ``data``."""
+
+    event: str
+    data: bytes
+
+
+class SSEDecoder:
+    """Incremental SSE parser (WHATWG rules): feed it chunks split anywhere.
+
+    Lines end in LF, CRLF or CR; multi-line ``data`` joins with LF; ``:`` comments, ``id`` and
+    ``retry`` are ignored; a blank line dispatches; a frame without data is dropped.
+    """
+
+    __slots__ = ("_buffer", "_data", "_event", "_skip_lf", "_started")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._skip_lf = False  # the last chunk ended in CR: a leading LF is its pair
+        self._started = False
+        self._event: str | None = None
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[SSEMessage]:
+        """Parse a chunk; return the frames it completed."""
+        if self._skip_lf and chunk:
+            self._skip_lf = False
+            chunk = chunk.removeprefix(b"\n")
+        text = self._buffer + chunk
+        if not text:
+            return []
+        self._skip_lf = text.endswith(b"\r")
+        lines = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        self._buffer = lines.pop()
+        if lines and not self._started:
+            self._started = True
+            lines[0] = lines[0].removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM may open the stream
+        out: list[SSEMessage] = []
+        for line in lines:
+            frame = self._line(line)
+            if frame is not None:
+                out.append(frame)
+        return out
+
+    def _line(self, line: bytes) -> SSEMessage | None:
+        if not line:
+            data, event = self._data, self._event
+            self._data, self._event = [], None
+            if not data:
+                return None
+            return SSEMessage(event or "message", b"\n".join(data))
+        if line.startswith(b":"):
+            return None
+        field, colon, value = line.partition(b":")
+        if colon and value.startswith(b" "):
+            value = value[1:]
+        if field == b"data":
+            self._data.append(value)
+        elif field == b"event":
+            self._event = value.decode("utf-8", "replace")
+        return None  # id, retry and unknown fields carry nothing we use
+
+
+class EventStream:
+    """Async iterator over the events of one SSE response; ends at ``done`` or a clean EOF.
+
+    Owned by the client's stream context manager, which releases the response on exit.
+    """
+
+    def __init__(
+        self, response: aiohttp.ClientResponse | None, *, endpoint: str = "stream"
+    ) -> None:
+        self._response = response
+        self._endpoint = endpoint
+        self._decoder = SSEDecoder()
+        self._pending: collections.deque[SSEMessage] = collections.deque()
+        self._finished = response is None
+        self.status = response.status if response is not None else 200
+        self.request_id = response.headers.get("x-request-id") if response is not None else None
+
+    @classmethod
+    def empty(cls) -> EventStream:
+        """A stream with no events."""
+        return cls(None)
+
+    @property
+    def finished(self) -> bool:
+        """The stream ended (``done``, EOF or an error)."""
+        return self._finished
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> ServerEvent:
+        while True:
+            while not self._pending:
+                response = self._response
+                if self._finished or response is None:
+                    raise StopAsyncIteration
+                await self._read(response)
+            message = self._pending.popleft()
+            try:
+                event = decode_event(message, status=self.status, request_id=self.request_id)
+            except errors.StreamError:
+                self._finish()
+                raise
+            if event is None:
+                self._finish()
+                raise StopAsyncIteration
+            return event
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._pending.clear()
+
+    async def _read(self, response: aiohttp.ClientResponse) -> None:
+        try:
+            chunk = await response.content.readany()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            self._finish()
+            raise transport.connection_error(self._endpoint, exc) from exc
+        if not chunk:
+            # A clean end without ``done``: an unterminated last frame is dropped (SSE rules).
+            self._finish()
+            return
+        self._pending.extend(self._decoder.feed(chunk))

@@ -1,0 +1,375 @@
+"""``@tool``: a Python function becomes a function tool the model can call.
+
+The name, description and parameter schema come from the function: its ``__name__``, its
+docstring (Google, NumPy or Sphinx style; the summary and free text describe the tool, parameter
+docs describe the properties) and its type hints (see ``orchestrator.schema``). Registration
+fails at decoration time, naming function and parameter, for anything the model could not call.
+
+Extra argument keys the model invents are ignored for ordinary tools and rejected as invalid
+arguments for ``strict`` tools. ``None`` returns the empty output; a ``str`` is sent as is;
+anything else msgspec can encode (Structs, dataclasses, dicts, lists, datetimes, UUIDs,
+enums...) is sent as JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import inspect
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar, overload
+
+import anyio
+import msgspec
+
+from orchestrator import docstrings, errors, models, schema
+
+__all__ = [
+    "NAME_PATTERN",
+    "OnError",
+    "Tool",
+    "ToolContext",
+    "ToolRegistry",
+    "default_registry",
+    "encode_output",
+    "import_tool_modules",
+    "tool",
+    "truncate",
+]
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: What a failed call does: ``output`` tells the model, ``raise`` cancels the run.
+OnError = Literal["output", "raise"]
+#: Function names the API accepts.
+NAME_PATTERN: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_encoder: Final = msgspec.json.Encoder()
+
+
+class ToolContext(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a tool call comes from; declare a parameter of this type to receive it."""
+
+    run_id: str
+    thread_id: str
+    tool_call_id: str
+    tool_name: str
+    #: Absolute Unix time (``time.time()``) by which the tool must finish; None: no limit.
+    deadline: float | None
+    #: 1 on the first attempt at this tool call; more when a resumed worker runs it again.
+    attempt: int = 1
+
+    @property
+    def remaining(self) -> float | None:
+        """Seconds left before ``deadline`` (negative once past), None without a deadline."""
+        return None if self.deadline is None else self.deadline - time.time()
+
+
+class Tool(Generic[P, R]):
+    """A registered tool; calling it calls the plain function."""
+
+    fn: Callable[P, R]
+    __name__: str  # set, like __doc__ and __wrapped__, by functools.update_wrapper
+    name: str
+    description: str | None
+    strict: bool
+    #: Seconds one call may take; None: ``tools.timeout`` from the config.
+    timeout: float | None
+    #: None: ``tools.on_error`` from the config.
+    on_error: OnError | None
+    is_async: bool
+    #: How arguments are described, decoded and passed.
+    arguments: schema.Arguments
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        strict: bool = False,
+        timeout: float | None = None,
+        on_error: OnError | None = None,
+    ) -> None:
+        if isinstance(fn, Tool):  # @tool applied twice, or a Tool re-registered
+            fn = fn.fn
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        qualname = _qualname(fn)
+        self.name = name if name is not None else getattr(fn, "__name__", "")
+        if not NAME_PATTERN.fullmatch(self.name):
+            raise errors.ToolDefinitionError(
+                f"{qualname}: tool name {self.name!r} must match ^[a-zA-Z0-9_-]{{1,64}}$"
+            )
+        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+            raise errors.ToolDefinitionError(f"{qualname}: timeout must be > 0, got {timeout!r}")
+        if on_error not in (None, "output", "raise"):
+            raise errors.ToolDefinitionError(
+                f"{qualname}: on_error must be 'output' or 'raise', got {on_error!r}"
+            )
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise errors.ToolDefinitionError(f"{qualname}: generators cannot be tools")
+        doc = docstrings.parse(inspect.getdoc(fn))
+        self.description = description or doc.description or None
+        self.strict = strict
+        self.timeout = timeout
+        self.on_error = on_error
+        self.is_async = _is_async(fn)
+        self.arguments = schema.build(
+            fn, tool_name=self.name, strict=strict, param_docs=doc.params, context_type=ToolContext
+        )
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The JSON Schema of the arguments (a copy)."""
+        return copy.deepcopy(self.arguments.schema)
+
+    @property
+    def definition(self) -> models.ToolDefinition:
+        """The function tool definition for an assistant or a run."""
+        return models.ToolDefinition.for_function(
+            models.FunctionDefinition(
+                name=self.name,
+                description=self.description,
+                parameters=self.parameters,
+                strict=True if self.strict else None,
+            )
+        )
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name!r} strict={self.strict} async={self.is_async}>"
+
+    def decode_arguments(self, arguments: str | bytes) -> msgspec.Struct:
+        """Decode and validate the model's JSON text (empty: no arguments).
+
+        Raises ``msgspec.ValidationError`` when the shape is wrong, ``msgspec.DecodeError``
+        when the text is not JSON.
+        """
+        return self.arguments.decode(arguments)
+
+    async def invoke(
+        self,
+        values: msgspec.Struct,
+        context: ToolContext,
+        *,
+        thread_limiter: anyio.CapacityLimiter | None = None,
+    ) -> Any:
+        """Run the function with decoded arguments: awaited, or in a worker thread if sync.
+
+        A sync function is abandoned when the call is cancelled: its thread runs on.
+        """
+        args, kwargs = self.arguments.bind(values, context)
+        fn: Callable[..., Any] = self.fn
+        if self.is_async:
+            return await fn(*args, **kwargs)
+        result = await anyio.to_thread.run_sync(
+            functools.partial(fn, *args, **kwargs),
+            abandon_on_cancel=True,
+            limiter=thread_limiter,
+        )
+        if inspect.isawaitable(result):  # a sync wrapper handing back a coroutine
+            return await result
+        return result
+
+
+class ToolRegistry:
+    """A set of tools with unique names."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool[..., Any]] = {}
+
+    @overload
+    def tool(self, fn: Callable[P, R], /) -> Tool[P, R]: ...
+
+    @overload
+    def tool(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        strict: bool = False,
+        timeout: float | None = None,
+        on_error: OnError | None = None,
+    ) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
+
+    def tool(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        strict: bool = False,
+        timeout: float | None = None,
+        on_error: OnError | None = None,
+    ) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
+        """Decorator registering a function here, bare (``@r.tool``) or with options."""
+
+        def decorate(func: Callable[P, R]) -> Tool[P, R]:
+            return self.register(
+                Tool(
+                    func,
+                    name=name,
+                    description=description,
+                    strict=strict,
+                    timeout=timeout,
+                    on_error=on_error,
+                )
+            )
+
+        return decorate if fn is None else decorate(fn)
+
+    def register(
+        self,
+        tool_or_fn: Tool[P, R] | Callable[P, R],
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        strict: bool = False,
+        timeout: float | None = None,
+        on_error: OnError | None = None,
+    ) -> Tool[P, R]:
+        """Add a Tool as it is, or a function (or a Tool's function) with these options."""
+        options = (name, description, strict, timeout, on_error) != (None, None, False, None, None)
+        if isinstance(tool_or_fn, Tool) and not options:
+            new: Tool[P, R] = tool_or_fn
+        else:
+            fn = tool_or_fn.fn if isinstance(tool_or_fn, Tool) else tool_or_fn
+            new = Tool(
+                fn,
+                name=name,
+                description=description,
+                strict=strict,
+                timeout=timeout,
+                on_error=on_error,
+            )
+        existing = self._tools.get(new.name)
+        if existing is not None and existing is not new:
+            raise errors.ToolDefinitionError(
+                f"tool name {new.name!r} is registered twice: by {_qualname(existing.fn)} "
+                f"and by {_qualname(new.fn)}; pass name= to tell them apart"
+            )
+        self._tools[new.name] = new
+        return new
+
+    def get(self, name: str) -> Tool[..., Any] | None:
+        """The tool called ``name``, if registered."""
+        return self._tools.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool[..., Any]]:
+        return iter(list(self._tools.values()))
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __repr__(self) -> str:
+        return f"<ToolRegistry {sorted(self._tools)}>"
+
+    def definitions(self) -> list[models.ToolDefinition]:
+        """Function tool definitions of every tool, in registration order."""
+        return [t.definition for t in self._tools.values()]
+
+
+#: Where ``@tool`` registers unless told otherwise; the modules in ``tools.modules`` fill it.
+default_registry: Final = ToolRegistry()
+
+
+@overload
+def tool(fn: Callable[P, R], /) -> Tool[P, R]: ...
+
+
+@overload
+def tool(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    strict: bool = False,
+    timeout: float | None = None,
+    on_error: OnError | None = None,
+    registry: ToolRegistry | None = None,
+) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
+
+
+def tool(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    strict: bool = False,
+    timeout: float | None = None,
+    on_error: OnError | None = None,
+    registry: ToolRegistry | None = None,
+) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
+    """Register a function as a tool on ``registry`` (default: ``default_registry``).
+
+    Usable bare (``@tool``) or with options (``@tool(name=..., strict=True, timeout=5)``).
+    """
+    target = default_registry if registry is None else registry
+    if fn is not None:
+        return target.tool(fn)
+    return target.tool(
+        name=name, description=description, strict=strict, timeout=timeout, on_error=on_error
+    )
+
+
+def import_tool_modules(modules: Sequence[str]) -> None:
+    """Import the modules of ``tools.modules`` so that their ``@tool`` functions register."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise errors.ConfigError(f"tools.modules: cannot import {module!r}: {exc}") from exc
+
+
+def encode_output(value: object) -> str:
+    """A tool's return value as the output string; raises TypeError for unencodable values."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return str.__str__(value)  # the text itself, even for str-based enums
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
+    try:
+        return _encoder.encode(value).decode("utf-8")
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"the return value ({type(value).__name__}) is not JSON: {exc}") from exc
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in ``…[truncated N chars]``."""
+    if len(text) <= limit:
+        return text
+    # size the marker for the longest count it can show, so the result never exceeds limit
+    keep = limit - len(f"…[truncated {len(text)} chars]")
+    if keep <= 0:
+        return text[:limit]
+    return f"{text[:keep]}…[truncated {len(text) - keep} chars]"
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or (
+        not inspect.isroutine(fn) and inspect.iscoroutinefunction(fn.__call__)
+    )
+
+
+def _qualname(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

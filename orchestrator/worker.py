@@ -1,0 +1,393 @@
+"""The long-running worker: claim jobs, drive their runs, never lose one, never run a tool twice.
+
+Crash safety comes from recording every step the moment it happens and making each step
+idempotent on resume:
+
+* a new thread is recorded before anything is added to it;
+* a run is created with the job id in its metadata and recorded as soon as it exists; a job
+  resumed without a recorded run first looks on its thread for a run carrying its id;
+* each tool output is written to the ledger before the submit; a resumed run re-submits stored
+  outputs and calls tools only for calls that have none;
+* every write is fenced by the claim epoch, so a worker that lost its lease cannot win.
+
+Shutdown: the first stop request stops claiming, lets runs that are inside a tool round finish
+their submit (up to ``worker.drain_timeout``) and hands every other job back at once; a second
+request aborts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import anyio
+import msgspec
+from aiohttp import web
+
+from orchestrator import client as client_mod
+from orchestrator import config, driver, errors, events, metrics, models, tools
+from orchestrator.store import base as store_base
+
+__all__ = ["JOB_METADATA_KEY", "Worker"]
+
+log = logging.getLogger(__name__)
+
+#: Run metadata key that ties a run to the job that created it.
+JOB_METADATA_KEY: Final = "orchestrator_job"
+#: Seconds of clock difference tolerated between us and the server when looking for a run.
+_CLOCK_SKEW: Final = 300.0
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """A job being driven by this worker."""
+
+    job: store_base.Job
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    #: Inside a tool round (tools running or outputs not yet submitted): let it finish on drain.
+    in_round: bool = False
+    round_done: anyio.Event = field(default_factory=anyio.Event)
+    released: bool = False
+
+
+class _JobLedger:
+    """The store's ledger seen through one claim (its epoch fences every write)."""
+
+    def __init__(self, store: store_base.JobStore, job_id: str, epoch: int) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._epoch = epoch
+
+    async def outputs(self, run_id: str) -> dict[str, str]:
+        return await self._store.outputs(run_id)
+
+    async def save(self, run_id: str, tool_call_id: str, output: str) -> None:
+        await self._store.save_output(self._job_id, self._epoch, run_id, tool_call_id, output)
+
+
+class Worker:
+    """Claims jobs from a store and drives their runs, ``worker.concurrency`` at a time."""
+
+    def __init__(
+        self,
+        settings: config.Config,
+        store: store_base.JobStore,
+        client: client_mod.AssistantsClient,
+        registry: tools.ToolRegistry,
+        *,
+        worker_id: str | None = None,
+        metrics_: metrics.Metrics | None = None,
+        handler: Callable[[events.Event], Awaitable[None] | None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.metrics = metrics_ or metrics.Metrics()
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.driver = driver.Driver(client, registry, settings, cancel_on_abort=False)
+        self.subscribers = events.Subscribers()
+        self.subscribers.add(self.metrics.observe)
+        if handler is not None:
+            self.subscribers.add(handler)
+        self._in_flight: dict[str, _InFlight] = {}
+        self._stopping = anyio.Event()
+        self._slot_free = anyio.Event()
+        self._stop_requests = 0
+        self._scope: anyio.CancelScope | None = None
+        self.health_address: tuple[str, int] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Graceful shutdown on the first call; abort on the second (signal handlers call this)."""
+        self._stop_requests += 1
+        if self._stop_requests == 1:
+            log.info("stopping: no new jobs; draining", extra={"action": "stop"})
+            self._stopping.set()
+        elif self._scope is not None:
+            log.warning("second stop request: aborting now", extra={"action": "abort"})
+            self._scope.cancel()
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Work until ``stop()`` (or, with ``until_idle``, until no job is left to do)."""
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            async with anyio.create_task_group() as tg:
+                if self.settings.worker.health:
+                    await tg.start(self._serve_health)
+                tg.start_soon(self._heartbeat_loop)
+                await self._claim_loop(tg, until_idle=until_idle)
+                await self._drain()
+                tg.cancel_scope.cancel()
+
+    async def _claim_loop(self, tg: anyio.abc.TaskGroup, *, until_idle: bool) -> None:
+        wcfg = self.settings.worker
+        while not self._stopping.is_set():
+            if len(self._in_flight) >= wcfg.concurrency:
+                await self._wait_slot()
+                continue
+            job = await self.store.claim(
+                self.worker_id, lease_seconds=wcfg.lease_seconds, max_attempts=wcfg.max_attempts
+            )
+            if job is not None:
+                entry = _InFlight(job)
+                self._in_flight[job.id] = entry
+                tg.start_soon(self._execute, entry, name=f"job {job.id}")
+                continue
+            if until_idle and not self._in_flight and await self._nothing_left():
+                log.info("no jobs left; stopping", extra={"action": "idle"})
+                return
+            await self._wait_slot(wait=wcfg.idle_poll_seconds)
+
+    async def _nothing_left(self) -> bool:
+        counts = await self.store.counts()
+        self.metrics.set_queue_depth({str(k): v for k, v in counts.items()})
+        return counts[store_base.JobState.QUEUED] == 0 and counts[store_base.JobState.RUNNING] == 0
+
+    async def _wait_slot(self, wait: float | None = None) -> None:
+        self._slot_free = anyio.Event()
+        with anyio.move_on_after(wait):
+            async with anyio.create_task_group() as tg:
+
+                async def stop_waiting(ev: anyio.Event) -> None:
+                    await ev.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(stop_waiting, self._stopping)
+                tg.start_soon(stop_waiting, self._slot_free)
+
+    async def _drain(self) -> None:
+        """Hand back jobs that are only being watched; let tool rounds finish their submit."""
+        if not self._in_flight:
+            return
+        for entry in list(self._in_flight.values()):
+            if not entry.in_round:
+                entry.scope.cancel()
+        with anyio.move_on_after(self.settings.worker.drain_timeout):
+            for entry in list(self._in_flight.values()):
+                if entry.in_round:
+                    await entry.round_done.wait()
+                entry.scope.cancel()
+            while self._in_flight:
+                await self._wait_slot(wait=0.05)
+        for entry in list(self._in_flight.values()):
+            entry.scope.cancel()
+        while self._in_flight:
+            await self._wait_slot(wait=0.05)
+
+    # --- heartbeats ------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        wcfg = self.settings.worker
+        while True:
+            await anyio.sleep(wcfg.heartbeat_seconds)
+            leases = [(e.job.id, e.job.epoch) for e in self._in_flight.values()]
+            if not leases:
+                continue
+            try:
+                held = await self.store.heartbeat_many(leases, lease_seconds=wcfg.lease_seconds)
+            except errors.StoreError as exc:
+                log.error("heartbeat failed: %s", exc, extra={"action": "heartbeat"})
+                continue
+            for job_id, _ in leases:
+                entry = self._in_flight.get(job_id)
+                if job_id not in held and entry is not None:
+                    log.warning(
+                        "lease lost; stopping the job", extra={"job_id": job_id, "action": "lost"}
+                    )
+                    entry.released = True  # nothing of ours to give back
+                    entry.scope.cancel()
+
+    # --- one job ---------------------------------------------------------------------------
+
+    async def _execute(self, entry: _InFlight) -> None:
+        job = entry.job
+        if self.metrics.enabled:
+            self.metrics.runs_in_flight.inc()
+        try:
+            with entry.scope:
+                await self._drive_job(entry)
+        except errors.LeaseLost:
+            log.warning(
+                "lease lost mid-write; another worker owns the job", extra={"job_id": job.id}
+            )
+        except Exception as exc:
+            await self._on_error(entry, exc)
+        finally:
+            if self.metrics.enabled:
+                self.metrics.runs_in_flight.dec()
+            if entry.scope.cancelled_caught and not entry.released:
+                await self._release(entry)
+            entry.round_done.set()
+            self._in_flight.pop(job.id, None)
+            self._slot_free.set()
+
+    async def _drive_job(self, entry: _InFlight) -> None:
+        job = entry.job
+        store = self.store
+        await store.append_history(job.id, job.epoch, f"worker {self.worker_id} started")
+        ledger = _JobLedger(store, job.id, job.epoch)
+
+        async def emit(event: events.Event) -> None:
+            match event:
+                case events.ToolCallsRequested():
+                    entry.in_round = True
+                    entry.round_done = anyio.Event()
+                case events.OutputsSubmitted() | events.RunFinished():
+                    entry.in_round = False
+                    entry.round_done.set()
+                case _:
+                    pass
+            await self.subscribers.emit(event)
+
+        spec = job.spec
+        if isinstance(spec, store_base.AdoptJob):
+            result = await self.driver.adopt(spec.thread_id, spec.run_id, emit=emit, ledger=ledger)
+        else:
+            result = await self._create_or_resume(job, spec, emit, ledger)
+        state = store_base.JobState.SUCCEEDED if result.ok else store_base.JobState.FAILED
+        last_error = result.run.last_error.message if result.run.last_error else None
+        if last_error is None and not result.ok:
+            last_error = result.outcome
+        await store.complete(
+            job.id,
+            job.epoch,
+            state,
+            store_base.JobResult(
+                status=result.outcome,
+                last_error=last_error,
+                reply=result.reply,
+                tool_calls=len(result.outputs),
+            ),
+        )
+        log.info(
+            "job %s: %s",
+            state,
+            result.outcome,
+            extra={"job_id": job.id, "run_id": result.run.id, "action": "job_done"},
+        )
+
+    async def _create_or_resume(
+        self,
+        job: store_base.Job,
+        spec: store_base.CreateJob,
+        emit: driver.Emit,
+        ledger: _JobLedger,
+    ) -> driver.RunResult:
+        store = self.store
+        thread_id = job.thread_id or spec.thread_id
+        if thread_id is None:
+            thread = await self.client.create_thread(
+                messages=list(spec.messages), metadata={JOB_METADATA_KEY: job.id}
+            )
+            thread_id = thread.id
+            await store.record_thread(job.id, job.epoch, thread_id)
+        run_id = job.run_id or await self._find_run(thread_id, job.id, job.created_at)
+        if run_id is not None:
+            if job.run_id is None:
+                await store.record_run(job.id, job.epoch, run_id)
+            await store.append_history(job.id, job.epoch, f"resuming run {run_id}")
+            return await self.driver.adopt(thread_id, run_id, emit=emit, ledger=ledger)
+        body = spec.run_request()
+        metadata = dict(body.metadata or {}) if body.metadata is not msgspec.UNSET else {}
+        metadata[JOB_METADATA_KEY] = job.id
+        body = msgspec.structs.replace(body, metadata=metadata)
+
+        async def record(run: models.Run) -> None:
+            await store.record_run(job.id, job.epoch, run.id)
+
+        return await self.driver.create(thread_id, body, emit=emit, ledger=ledger, on_run=record)
+
+    async def _find_run(self, thread_id: str, job_id: str, since: float) -> str | None:
+        """A run this job created before a crash cut it off from recording it."""
+        async for run in self.client.iter_runs(thread_id, order="desc"):
+            if run.metadata and run.metadata.get(JOB_METADATA_KEY) == job_id:
+                return run.id
+            if run.created_at < since - _CLOCK_SKEW:
+                break  # newest first: older runs cannot be this job's
+        return None
+
+    async def _on_error(self, entry: _InFlight, exc: Exception) -> None:
+        job = entry.job
+        entry.released = True
+        with anyio.CancelScope(shield=True):
+            try:
+                if isinstance(exc, errors.TransientError | errors.StoreError):
+                    # Not handed back: the lease lapses and the job is claimed again then, with
+                    # the attempt counted, so a job failing this way backs off and is bounded.
+                    log.warning(
+                        "job interrupted (%s); retried when its lease lapses",
+                        exc,
+                        extra={"job_id": job.id, "action": "interrupted"},
+                    )
+                    await self.store.append_history(job.id, job.epoch, f"interrupted: {exc}")
+                    return
+                log.error("job failed: %s", exc, extra={"job_id": job.id, "action": "job_failed"})
+                result = store_base.JobResult(
+                    status="error", last_error=f"{type(exc).__name__}: {exc}"
+                )
+                await self.store.complete(job.id, job.epoch, store_base.JobState.FAILED, result)
+            except errors.StoreError as store_exc:
+                log.error("could not record the failure: %s", store_exc, extra={"job_id": job.id})
+
+    async def _release(self, entry: _InFlight) -> None:
+        """Give the job back so another worker (or this one) takes it at once."""
+        entry.released = True
+        job = entry.job
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store.release(job.id, job.epoch)
+                log.info("job handed back", extra={"job_id": job.id, "action": "released"})
+            except errors.StoreError as exc:
+                log.warning("could not hand the job back: %s", exc, extra={"job_id": job.id})
+
+    # --- health and metrics ----------------------------------------------------------------
+
+    async def _serve_health(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        address = self.settings.worker.health
+        assert address is not None
+        host, _, port = address.rpartition(":")
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+            try:
+                await site.start()
+            except OSError as exc:
+                raise errors.ConfigError(
+                    f"worker.health: cannot listen on {address}: {exc}"
+                ) from exc
+            server = site._server
+            sockets = getattr(server, "sockets", None) or []
+            if sockets:
+                self.health_address = sockets[0].getsockname()[:2]
+            log.info("health and metrics on http://%s/", address, extra={"action": "health"})
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        body = {
+            "status": "stopping" if self._stopping.is_set() else "ok",
+            "worker_id": self.worker_id,
+            "in_flight": len(self._in_flight),
+            "time": time.time(),
+        }
+        return web.Response(body=msgspec.json.encode(body), content_type="application/json")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        counts = await self.store.counts()
+        self.metrics.set_queue_depth({str(k): v for k, v in counts.items()})
+        body, content_type = self.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
