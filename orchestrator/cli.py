@@ -8,6 +8,7 @@ bundled emulator in-process and say so first.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 
 import anyio
 import msgspec
+from msgspec import UNSET
 
 from orchestrator import client as client_mod
 from orchestrator import config, errors, events, logs, metrics, models, store, tools, worker
@@ -26,12 +28,59 @@ from orchestrator.store import base as store_base
 
 EXIT_CONFIG = 2
 DEMO_MODEL = "gpt-4o-mini"
-DEMO_QUESTIONS = (
-    "What time is it in Tokyo?",
-    "How much is (17 + 4) * 3?",
-    "Tell me about Paris.",
-    "What is 2 ** 10 / 4?",
-    "What time is it in New York, and how much is 6 * 7?",
+#: (question, the emulator's script for the assistant's answer) of each demo job.
+DEMO_JOBS: tuple[tuple[str, list[dict[str, Any]]], ...] = (
+    (
+        "What time is it in Tokyo?",
+        [
+            {"tool_calls": [{"name": "current_time", "arguments": {"timezone": "Asia/Tokyo"}}]},
+            {"message": "In Tokyo: {output:current_time}"},
+        ],
+    ),
+    (
+        "How much is (17 + 4) * 3?",
+        [
+            {"tool_calls": [{"name": "calculate", "arguments": {"expression": "(17 + 4) * 3"}}]},
+            {"message": "(17 + 4) * 3 -> {output:calculate}"},
+        ],
+    ),
+    (
+        "Tell me about France, and what is 2 ** 10 / 4?",
+        [
+            {
+                "tool_calls": [
+                    {"name": "lookup_country", "arguments": {"name": "France"}},
+                    {"name": "calculate", "arguments": {"expression": "2 ** 10 / 4"}},
+                ]
+            },
+            {"message": "{outputs}"},
+        ],
+    ),
+    (
+        "When is 2026-01-01T12:00:00Z in New York?",
+        [
+            {
+                "tool_calls": [
+                    {
+                        "name": "convert_time",
+                        "arguments": {
+                            "when": "2026-01-01T12:00:00Z",
+                            "to_timezone": "America/New_York",
+                        },
+                    }
+                ]
+            },
+            {"message": "New York: {output:convert_time}"},
+        ],
+    ),
+    (
+        "What is 6 * 7? (the model first sends broken arguments, reads the error, and retries)",
+        [
+            {"tool_calls": [{"name": "calculate", "arguments_raw": '{"expression": 6 *'}]},
+            {"tool_calls": [{"name": "calculate", "arguments": {"expression": "6 * 7"}}]},
+            {"message": "6 * 7 -> {output:calculate}"},
+        ],
+    ),
 )
 
 
@@ -72,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     emulator.add_arguments(p)
 
     p = sub.add_parser("demo", help="the worker drives demo jobs against the emulator")
-    p.add_argument("--jobs", type=int, default=len(DEMO_QUESTIONS))
+    p.add_argument("--jobs", type=int, default=len(DEMO_JOBS))
     return parser
 
 
@@ -81,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = config.load(args.config)
-        logs.setup(cfg.logging, level=args.log_level)
+        # The demo's story is its summary table; its log lines only when asked for.
+        quiet = "WARNING" if args.command == "demo" else None
+        logs.setup(cfg.logging, level=args.log_level or quiet)
         return anyio.run(_COMMANDS[args.command], cfg, args)
     except errors.ConfigError as exc:
         print(f"orchestrator: config error: {exc}", file=sys.stderr)
@@ -313,10 +364,13 @@ async def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
                 assistant = await _demo_assistant(client, tools.default_registry)
             ids = []
             for i in range(args.jobs):
-                text = DEMO_QUESTIONS[i % len(DEMO_QUESTIONS)]
+                question, answer = DEMO_JOBS[i % len(DEMO_JOBS)]
                 spec = store_base.CreateJob(
                     assistant_id=assistant,
-                    messages=(models.MessageRequest(role="user", content=text),),
+                    messages=(models.MessageRequest(role="user", content=question),),
+                    overrides=store_base.RunOverrides(
+                        metadata={"emulator_script": json.dumps(answer)} if emulated else UNSET
+                    ),
                 )
                 ids.append(await st.enqueue(spec))
             print(f"orchestrator: enqueued {len(ids)} demo jobs; the worker runs until idle")

@@ -94,6 +94,7 @@ class Driver:
         emit: Emit,
         ledger: Ledger | None = None,
         on_run: Callable[[models.Run], Awaitable[None]] | None = None,
+        attempt: int = 1,
     ) -> RunResult:
         """Create a run on ``thread_id`` (following ``run.if_active``) and drive it to its end.
 
@@ -104,7 +105,7 @@ class Driver:
         policy = self.settings.run
         attempt = 0
         while True:
-            drive = _Drive(self, emit=emit, ledger=ledger)
+            drive = _Drive(self, emit=emit, ledger=ledger, attempt=attempt)
             result = await drive.run(drive.open_create(thread_id, body, on_run))
             code = result.run.last_error.code if result.run.last_error else None
             retry = (
@@ -131,23 +132,33 @@ class Driver:
         emit: Emit,
         ledger: Ledger | None = None,
         on_run: Callable[[models.Run], Awaitable[None]] | None = None,
+        attempt: int = 1,
     ) -> RunResult:
         """Create a thread and a run in one request and drive the run to its end."""
-        drive = _Drive(self, emit=emit, ledger=ledger)
+        drive = _Drive(self, emit=emit, ledger=ledger, attempt=attempt)
         return await drive.run(drive.open_thread_and_run(body, on_run))
 
     async def adopt(
-        self, thread_id: str, run_id: str, *, emit: Emit, ledger: Ledger | None = None
+        self,
+        thread_id: str,
+        run_id: str,
+        *,
+        emit: Emit,
+        ledger: Ledger | None = None,
+        attempt: int = 1,
     ) -> RunResult:
         """Drive a run that already exists (created elsewhere, or before a restart)."""
-        drive = _Drive(self, emit=emit, ledger=ledger)
+        drive = _Drive(self, emit=emit, ledger=ledger, attempt=attempt)
         return await drive.run(drive.open_adopt(thread_id, run_id))
 
 
 class _Drive:
     """The state of one run being driven."""
 
-    def __init__(self, driver: Driver, *, emit: Emit, ledger: Ledger | None) -> None:
+    def __init__(
+        self, driver: Driver, *, emit: Emit, ledger: Ledger | None, attempt: int = 1
+    ) -> None:
+        self.attempt = attempt
         self.client = driver.client
         self.registry = driver.registry
         self.settings = driver.settings
@@ -530,7 +541,7 @@ class _Drive:
                 thread_id=run.thread_id,
                 deadline=deadline,
                 limiter=self.tool_limiter,
-                attempt=2 if reused else 1,
+                attempt=self.attempt,
                 on_result=on_result,
             )
         outputs = [models.ToolOutput(tool_call_id=c.id, output=self.answered[c.id]) for c in calls]

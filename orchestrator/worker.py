@@ -248,7 +248,9 @@ class Worker:
 
         spec = job.spec
         if isinstance(spec, store_base.AdoptJob):
-            result = await self.driver.adopt(spec.thread_id, spec.run_id, emit=emit, ledger=ledger)
+            result = await self.driver.adopt(
+                spec.thread_id, spec.run_id, emit=emit, ledger=ledger, attempt=job.attempts
+            )
         else:
             result = await self._create_or_resume(job, spec, emit, ledger)
         state = store_base.JobState.SUCCEEDED if result.ok else store_base.JobState.FAILED
@@ -293,7 +295,9 @@ class Worker:
             if job.run_id is None:
                 await store.record_run(job.id, job.epoch, run_id)
             await store.append_history(job.id, job.epoch, f"resuming run {run_id}")
-            return await self.driver.adopt(thread_id, run_id, emit=emit, ledger=ledger)
+            return await self.driver.adopt(
+                thread_id, run_id, emit=emit, ledger=ledger, attempt=job.attempts
+            )
         body = spec.run_request()
         metadata = dict(body.metadata or {}) if body.metadata is not msgspec.UNSET else {}
         metadata[JOB_METADATA_KEY] = job.id
@@ -302,7 +306,9 @@ class Worker:
         async def record(run: models.Run) -> None:
             await store.record_run(job.id, job.epoch, run.id)
 
-        return await self.driver.create(thread_id, body, emit=emit, ledger=ledger, on_run=record)
+        return await self.driver.create(
+            thread_id, body, emit=emit, ledger=ledger, on_run=record, attempt=job.attempts
+        )
 
     async def _find_run(self, thread_id: str, job_id: str, since: float) -> str | None:
         """A run this job created before a crash cut it off from recording it."""
