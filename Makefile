@@ -22,8 +22,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check orchestrator handlers tests
-	$(BIN)/ruff format --check orchestrator handlers tests
+	$(BIN)/ruff check orchestrator handlers tests examples bench
+	$(BIN)/ruff format --check orchestrator handlers tests examples bench
 	$(BIN)/mypy --strict orchestrator
 
 bench: $(STAMP)

@@ -76,9 +76,9 @@ DEMO_JOBS: tuple[tuple[str, list[dict[str, Any]]], ...] = (
     (
         "What is 6 * 7? (the model first sends broken arguments, reads the error, and retries)",
         [
-            {"tool_calls": [{"name": "calculate", "arguments_raw": '{"expression": 6 *'}]},
+            {"tool_calls": [{"name": "calculate", "arguments_raw": '{"expression": "6 * 7"'}]},
             {"tool_calls": [{"name": "calculate", "arguments": {"expression": "6 * 7"}}]},
-            {"message": "6 * 7 -> {output:calculate}"},
+            {"message": "after the error, 6 * 7 -> {outputs}"},
         ],
     ),
 )

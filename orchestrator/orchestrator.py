@@ -86,8 +86,14 @@ class Orchestrator:
     ) -> None:
         stack, self._stack = self._stack, None
         self._tg = None
-        if stack is not None:
+        if stack is None:
+            return
+        try:
             await stack.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The task group wraps the body's own exception; let the caller see it unwrapped.
+            if exc is None or group.exceptions != (exc,):
+                raise
 
     @property
     def client(self) -> client_mod.AssistantsClient:

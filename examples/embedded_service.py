@@ -1,0 +1,104 @@
+"""A small aiohttp web service that embeds the orchestrator.
+
+``POST /ask {"question": "..."}`` creates a thread with the question, drives a run with the
+service's tools and answers ``{"reply": ..., "status": ..., "tool_calls": [...]}``. One
+``Orchestrator`` (one HTTP session, one request limiter) serves every request.
+
+Run it against the bundled emulator (no API key needed)::
+
+    python examples/embedded_service.py --port 8080
+    curl -s localhost:8080/ask -d '{"question": "What time is it in Tokyo?"}'
+
+With ``OPENAI_API_KEY`` set (and ``api.base_url`` in config.yaml for a compatible endpoint), pass
+``--assistant asst_...`` to use a real assistant instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import AsyncIterator
+
+import msgspec
+from aiohttp import web
+
+import handlers  # noqa: F401  (registers the example tools on the default registry)
+from orchestrator import Config, Emulator, Orchestrator, config, models, tools
+
+ORCH = web.AppKey("orchestrator", Orchestrator)
+ASSISTANT = web.AppKey("assistant", str)
+
+
+class Ask(msgspec.Struct, forbid_unknown_fields=True):
+    """The request body."""
+
+    question: str
+
+
+class Answer(msgspec.Struct):
+    """The response body."""
+
+    reply: str | None
+    status: str
+    tool_calls: list[str]
+
+
+async def ask(request: web.Request) -> web.Response:
+    """Drive one run for the question and answer with its reply."""
+    try:
+        body = msgspec.json.decode(await request.read(), type=Ask)
+    except msgspec.DecodeError as exc:
+        raise web.HTTPBadRequest(text=f"invalid request: {exc}") from exc
+    orch = request.app[ORCH]
+    message = models.MessageRequest(role="user", content=body.question)
+    result = await orch.create_thread_and_run(
+        assistant_id=request.app[ASSISTANT], messages=[message]
+    )
+    calls = [o.tool_call_id for o in result.outputs]
+    answer = Answer(reply=result.reply, status=result.outcome, tool_calls=calls)
+    return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
+
+
+def make_app(cfg: Config, *, assistant_id: str | None = None) -> web.Application:
+    """The service; with no assistant id it uses the emulator and creates a demo assistant."""
+    app = web.Application()
+    app.router.add_post("/ask", ask)
+
+    async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            live, key = cfg, cfg.api_key()
+            if assistant_id is None:
+                emu = await stack.enter_async_context(Emulator())
+                api = msgspec.structs.replace(cfg.api, base_url=emu.base_url)
+                live, key = msgspec.structs.replace(cfg, api=api), config.Secret("emulator")
+            orch = await stack.enter_async_context(Orchestrator(live, api_key=key))
+            app[ORCH] = orch
+            if assistant_id is None:
+                created = await orch.client.create_assistant(
+                    model="gpt-4o-mini", tools=tools.default_registry.definitions()
+                )
+                app[ASSISTANT] = created.id
+            else:
+                app[ASSISTANT] = assistant_id
+            yield
+
+    app.cleanup_ctx.append(lifespan)
+    return app
+
+
+def main() -> None:
+    """Serve until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--assistant", default=None, help="a real assistant id (else: emulator)")
+    args = parser.parse_args()
+    web.run_app(
+        make_app(config.load(args.config), assistant_id=args.assistant),
+        host="127.0.0.1",
+        port=args.port,
+    )
+
+
+if __name__ == "__main__":
+    main()
