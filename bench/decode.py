@@ -60,7 +60,7 @@ def _run(i: int, status: str, tools: list[models.ToolDefinition]) -> models.Run:
         completed_at=T0 + i + 9 if done else None,
         model="gpt-4o-2024-08-06",
         instructions="You are a concise assistant. Use the tools for facts about cities.",
-        tools=tools,
+        tools_json=models.raw_json(tools),
         metadata={"job_id": f"job-{i}", "tenant": "acme"},
         usage=models.Usage(completion_tokens=120, prompt_tokens=980, total_tokens=1100)
         if done

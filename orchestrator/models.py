@@ -273,7 +273,10 @@ class Run(Struct, kw_only=True):
     incomplete_details: IncompleteDetails | None = None
     model: str = ""
     instructions: str | None = None
-    tools: list[ToolDefinition] = []
+    #: The run's ``tools`` as raw JSON. Every run response echoes each function's whole
+    #: parameter schema, which would cost most of a poll's decode time and is needed only
+    #: when someone reads it: ``tools`` decodes it on demand.
+    tools_json: msgspec.Raw = msgspec.field(name="tools", default=msgspec.Raw(b"[]"))
     metadata: dict[str, str] | None = None
     usage: Usage | None = None
     temperature: float | None = None
@@ -286,6 +289,17 @@ class Run(Struct, kw_only=True):
     response_format: str | ResponseFormat | None = None
     #: v1 only.
     file_ids: list[str] = []
+
+    @property
+    def tools(self) -> list[ToolDefinition]:
+        """The run's tools, decoded from ``tools_json`` (``DecodeError`` if malformed)."""
+        raw = self.tools_json
+        if bytes(raw).strip() == b"null":
+            return []
+        try:
+            return _tools_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise errors.DecodeError(f"Run: {exc}".replace("`$", "`$.tools", 1)) from exc
 
     @property
     def known_status(self) -> RunStatus | None:
@@ -627,6 +641,12 @@ S = TypeVar("S")
 
 _encoder: Final = msgspec.json.Encoder()
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+_tools_decoder: Final = msgspec.json.Decoder(list[ToolDefinition])
+
+
+def raw_json(value: Any) -> msgspec.Raw:
+    """``value`` as raw JSON, for a ``msgspec.Raw`` field such as ``Run.tools_json``."""
+    return msgspec.Raw(_encoder.encode(value))
 
 
 def decoder(type_: type[S]) -> msgspec.json.Decoder[S]:

@@ -550,7 +550,6 @@ def broken_call(**call: Any) -> dict[str, Any]:
         ),
         (run_payload(created_at="yesterday"), "$.created_at"),
         (run_payload(status=None), "$.status"),
-        (run_payload(tools=[{"function": {"name": "f"}}]), "$.tools[0]"),
         (run_payload(usage={"total_tokens": "many"}), "$.usage.total_tokens"),
         (run_payload(tool_choice=3), "$.tool_choice"),
         (run_payload(metadata={"k": 1}), "$.metadata"),
@@ -562,6 +561,16 @@ def test_malformed_payload_names_the_path(payload: dict[str, Any], path: str) ->
     assert f"`{path}" in str(info.value)
     assert str(info.value).startswith("Run: ")
     assert isinstance(info.value.__cause__, msgspec.DecodeError)
+
+
+def test_malformed_tools_raise_when_read_with_their_path() -> None:
+    """``tools`` is decoded on demand (polls skip it), so its errors surface on access."""
+    r = run(run_payload(tools=[{"function": {"name": "f"}}]))
+    with pytest.raises(errors.DecodeError) as info:
+        _ = r.tools
+    assert "`$.tools[0]" in str(info.value)
+    assert isinstance(info.value.__cause__, msgspec.DecodeError)
+    assert run(run_payload(tools=None)).tools == []
 
 
 @pytest.mark.parametrize("raw", [b"", b"not json", b'{"id": "run_1"', b"[]", b"null"])
@@ -692,7 +701,7 @@ def test_runs_agree_with_the_sdk(payload: dict[str, Any]) -> None:
 
     sdk = SdkRun.model_validate(payload)
     ours = run(payload)
-    agree(msgspec.to_builtins(ours), sdk.model_dump(mode="json", by_alias=True))
+    agree(msgspec.json.decode(models.encode(ours)), sdk.model_dump(mode="json", by_alias=True))
     # The fields the driver lives on, spelled out.
     assert (ours.id, ours.status, ours.thread_id) == (sdk.id, sdk.status, sdk.thread_id)
     assert (ours.created_at, ours.expires_at, ours.completed_at) == (
@@ -727,7 +736,7 @@ def test_steps_agree_with_the_sdk(payload: dict[str, Any]) -> None:
 
     sdk = SdkStep.model_validate(payload)
     ours = step(payload)
-    agree(msgspec.to_builtins(ours), sdk.model_dump(mode="json", by_alias=True))
+    agree(msgspec.json.decode(models.encode(ours)), sdk.model_dump(mode="json", by_alias=True))
     assert (ours.id, ours.type, ours.status) == (sdk.id, sdk.type, sdk.status)
     assert ours.step_details is not None
     assert ours.step_details.type == sdk.step_details.type

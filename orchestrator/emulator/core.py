@@ -222,7 +222,7 @@ class Engine:
             expires_at=math.ceil(now + ttl),
             model=_given(body.model, assistant.model) or self.settings.model,
             instructions=instructions,
-            tools=tools,
+            tools_json=models.raw_json(tools),
             metadata=metadata,
             temperature=_given(body.temperature, 1.0),
             top_p=_given(body.top_p, 1.0),
