@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from orchestrator import client as client_mod
-from orchestrator import config, errors, events, models, tools
+from orchestrator import config, errors, events, models, tools, tracing
 from orchestrator import driver as driver_mod
 
 __all__ = ["Orchestrator", "RunStream"]
@@ -55,6 +55,8 @@ class Orchestrator:
         self._client = client
         self._api_key = api_key
         self.subscribers = events.Subscribers()
+        if tracing.AVAILABLE:
+            self.subscribers.add(tracing.SpanRecorder().observe)
         if handler is not None:
             self.subscribers.add(handler)
         self._stack: AsyncExitStack | None = None

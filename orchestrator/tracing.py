@@ -1,0 +1,81 @@
+"""OpenTelemetry spans from driver events: an optional extra (the `otel` extra installs it).
+
+Without ``opentelemetry-api`` installed nothing is registered and nothing is paid. With it, each
+run is a span (``assistants.run``) carrying its status transitions as span events, and each tool
+call a child span (``tool <name>``) timed from the call's own measured duration. Spans go to
+whatever tracer provider the application configured (the API's no-op one by default).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from typing import TYPE_CHECKING, Any
+
+from orchestrator import events
+
+__all__ = ["AVAILABLE", "SpanRecorder"]
+
+AVAILABLE = importlib.util.find_spec("opentelemetry") is not None
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, TracerProvider
+
+
+class SpanRecorder:
+    """An event handler that turns a run's events into spans."""
+
+    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+        from opentelemetry import trace
+
+        self._trace = trace
+        self._tracer = trace.get_tracer("run-orchestrator", tracer_provider=tracer_provider)
+        self._runs: dict[str, Span] = {}
+
+    def observe(self, event: Any) -> None:
+        """Record one driver event (register with ``Orchestrator.on()`` or ``handler=``)."""
+        match event:
+            case events.RunCreated(run=run) | events.RunAdopted(run=run):
+                self._runs[run.id] = self._tracer.start_span(
+                    "assistants.run",
+                    attributes={
+                        "assistants.run_id": run.id,
+                        "assistants.thread_id": run.thread_id,
+                        "assistants.assistant_id": run.assistant_id,
+                        "assistants.adopted": isinstance(event, events.RunAdopted),
+                    },
+                )
+            case events.StatusChanged(run_id=run_id, previous=previous, current=current):
+                if (span := self._runs.get(run_id)) is not None:
+                    span.add_event("status", {"previous": previous or "", "current": current})
+            case events.ToolCallFinished():
+                self._tool_span(event)
+            case events.OutputsSubmitted(run_id=run_id, outputs=outputs):
+                if (span := self._runs.get(run_id)) is not None:
+                    span.add_event("tool_outputs.submitted", {"count": len(outputs)})
+            case events.RunFinished(run_id=run_id, outcome=outcome):
+                if (span := self._runs.pop(run_id, None)) is not None:
+                    span.set_attribute("assistants.outcome", outcome)
+                    if outcome != "completed":
+                        span.set_status(self._trace.StatusCode.ERROR, outcome)
+                    span.end()
+            case _:
+                pass
+
+    def _tool_span(self, event: events.ToolCallFinished) -> None:
+        parent = self._runs.get(event.run_id)
+        context = self._trace.set_span_in_context(parent) if parent is not None else None
+        end = time.time_ns()
+        span = self._tracer.start_span(
+            f"tool {event.name}",
+            context=context,
+            start_time=end - int(event.duration * 1e9),
+            attributes={
+                "assistants.tool_call_id": event.tool_call_id,
+                "assistants.tool": event.name,
+                "assistants.tool_error": event.error_type or "",
+            },
+        )
+        if event.error_type is not None:
+            span.set_status(self._trace.StatusCode.ERROR, event.error_type)
+        span.end(end_time=end)
