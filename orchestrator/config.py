@@ -132,6 +132,9 @@ class PollConfig(_Section, frozen=True):
     jitter: float = 0.1
     #: Honour the server's ``openai-poll-after-ms`` header.
     honour_server_hint: bool = True
+    #: Poll mode: list the run's steps when it pauses or ends, to report ``StepCompleted``
+    #: events as stream mode does (one more request each time).
+    fetch_steps: bool = False
 
     def __post_init__(self) -> None:
         _positive(self.initial_interval, "poll.initial_interval")

@@ -93,6 +93,7 @@ class RunLoop:
         self.reply: str | None = None
         self.hint_ms: int | None = None
         self.unknown_seen: set[str] = set()
+        self.steps_seen: set[str] = set()
         timeout = driver.settings.run.run_timeout
         self.started = time.time()
         self.deadline = self.started + timeout if timeout is not None else None
@@ -348,7 +349,22 @@ class RunLoop:
             await self.emit(
                 events.UnknownStatus(run_id=run.id, thread_id=run.thread_id, status=run.status)
             )
+        if (
+            self.settings.poll.fetch_steps
+            and not self.stream
+            and (run.requires_action or run.is_terminal)
+        ):
+            await self._report_steps(run)
         return True
+
+    async def _report_steps(self, run: models.Run) -> None:
+        """Poll mode's view of the steps: each completed step reported once, in order."""
+        async for step in self.client.iter_run_steps(run.thread_id, run.id, order="asc"):
+            if step.status == "completed" and step.id not in self.steps_seen:
+                self.steps_seen.add(step.id)
+                await self.emit(
+                    events.StepCompleted(run_id=run.id, thread_id=run.thread_id, step=step)
+                )
 
     # --- streaming -------------------------------------------------------------------------
 
@@ -395,6 +411,7 @@ class RunLoop:
                 else:
                     await self._observe(run)
             case streaming.StepEvent(event="thread.run.step.completed", step=step):
+                self.steps_seen.add(step.id)
                 await self.emit(
                     events.StepCompleted(run_id=step.run_id, thread_id=step.thread_id, step=step)
                 )

@@ -577,3 +577,26 @@ async def test_create_thread_and_run(
         )
     assert result.ok
     assert result.run.thread_id.startswith("thread_")
+
+
+@pytest.mark.parametrize("mode", ["poll", "stream"])
+async def test_completed_steps_are_reported_in_both_modes(
+    mode: str, client: AssistantsClient, registry: tools.ToolRegistry
+) -> None:
+    cfg = make_config(poll={"mode": mode, "fetch_steps": True})
+    result, seen = await drive(
+        client,
+        registry,
+        cfg,
+        metadata=script({"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}]}),
+    )
+    assert result.ok
+    steps = [e.step for e in of(seen, events.StepCompleted)]
+    assert [s.type for s in steps] == ["tool_calls", "message_creation"]
+    assert len({s.id for s in steps}) == 2
+    details = steps[0].step_details
+    assert details is not None
+    assert details.tool_calls is not None
+    function = details.tool_calls[0].function
+    assert function is not None
+    assert function.output == "3"
