@@ -12,6 +12,7 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
+from manual_time import ManualTime
 from multidict import CIMultiDictProxy, MultiMapping
 
 from orchestrator import client, config, errors, models, ratelimit
@@ -517,34 +518,6 @@ async def test_iter_run_steps_walks_every_page_with_include(server: Server) -> N
 
 
 # --- rate limit, observer, session, secrets -------------------------------------------------
-
-
-class ManualTime:
-    """A clock that only moves when the test says so; sleepers wake when it passes them."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.requested: list[float] = []
-        self.sleepers: list[tuple[float, anyio.Event]] = []
-        self.someone_sleeps = anyio.Event()
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.requested.append(seconds)
-        wake = anyio.Event()
-        self.sleepers.append((self.now + seconds, wake))
-        self.someone_sleeps.set()
-        await wake.wait()
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self.someone_sleeps = anyio.Event()
-        due = [s for s in self.sleepers if s[0] <= self.now]
-        self.sleepers = [s for s in self.sleepers if s[0] > self.now]
-        for _, wake in due:
-            wake.set()
 
 
 async def test_rate_limiter_bounds_requests(server: Server) -> None:

@@ -4,38 +4,11 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from manual_time import ManualTime
 
 from orchestrator import ratelimit
 
 pytestmark = pytest.mark.anyio
-
-
-class ManualTime:
-    """A clock that only moves when the test says so; sleepers wake when it passes them."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.requested: list[float] = []
-        self.sleepers: list[tuple[float, anyio.Event]] = []
-        self.someone_sleeps = anyio.Event()
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.requested.append(seconds)
-        wake = anyio.Event()
-        self.sleepers.append((self.now + seconds, wake))
-        self.someone_sleeps.set()
-        await wake.wait()
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self.someone_sleeps = anyio.Event()
-        due = [s for s in self.sleepers if s[0] <= self.now]
-        self.sleepers = [s for s in self.sleepers if s[0] > self.now]
-        for _, wake in due:
-            wake.set()
 
 
 def bucket(time: ManualTime, rate: float = 4.0, burst: float = 1.0) -> ratelimit.TokenBucket:
