@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Final, Self, TypeVar
@@ -35,6 +37,11 @@ _Item = TypeVar("_Item", models.Run, models.RunStep, models.Message)
 
 #: Part of the 400 a submit gets when the run has already moved on (WIRE.md 7.3).
 _SUBMIT_RACE: Final = "do not accept tool outputs"
+#: The 400 a create gets while the thread has an active run (WIRE.md 7.5); after a retry, that
+#: run may be the one our own earlier attempt created.
+_CREATE_RACE: Final = re.compile(r"already has an active run (\S+?)\.?$")
+#: Seconds of clock difference tolerated when recognising our own run by its ``created_at``.
+_CLOCK_SKEW: Final = 120
 
 
 def _run_path(thread_id: str, run_id: str) -> str:
@@ -43,6 +50,12 @@ def _run_path(thread_id: str, run_id: str) -> str:
 
 def _submit_raced(error: errors.APIError) -> bool:
     return isinstance(error, errors.BadRequestError) and _SUBMIT_RACE in error.message
+
+
+def _create_raced(error: errors.APIError) -> bool:
+    return (
+        isinstance(error, errors.BadRequestError) and _CREATE_RACE.search(error.message) is not None
+    )
 
 
 def _not_streaming(body: _Body) -> _Body:
@@ -132,7 +145,37 @@ class AssistantsClient:
         """Start a run on a thread."""
         path = f"/threads/{transport.segment(thread_id)}/runs"
         data = models.encode(_not_streaming(body))
-        return await self._transport.request("create_run", "POST", path, models.Run, body=data)
+        started = time.time()
+        try:
+            return await self._transport.request(
+                "create_run", "POST", path, models.Run, body=data, already_applied=_create_raced
+            )
+        except transport.AlreadyApplied as exc:
+            return await self._own_run(thread_id, body, exc.error, started)
+
+    async def _own_run(
+        self, thread_id: str, body: models.CreateRun, refusal: errors.APIError, started: float
+    ) -> Response[models.Run]:
+        """A retried create was refused for an active run: if that run is the one our earlier
+        attempt created (same assistant and metadata, created since we started), it is ours."""
+        match = _CREATE_RACE.search(refusal.message)
+        assert match is not None  # _create_raced matched it
+        response = await self.retrieve_run_response(thread_id, match.group(1))
+        run = response.data
+        metadata = body.metadata if body.metadata is not UNSET else None
+        if (
+            run.assistant_id != body.assistant_id
+            or run.created_at < started - _CLOCK_SKEW
+            or (metadata is not None and run.metadata != metadata)
+        ):
+            raise refusal
+        log.info(
+            "create_run: a retried create was refused for run %s, which an earlier attempt "
+            "created; using it",
+            run.id,
+            extra={"thread_id": thread_id, "run_id": run.id, "request_id": refusal.request_id},
+        )
+        return response
 
     async def create_run(self, thread_id: str, body: models.CreateRun) -> models.Run:
         """Start a run on a thread."""
@@ -354,7 +397,17 @@ class AssistantsClient:
         """Start a run and follow its events (``async with ... as events: async for ...``)."""
         path = f"/threads/{transport.segment(thread_id)}/runs"
         data = models.encode(msgspec.structs.replace(body, stream=True))
-        return self._stream("create_run_stream", path, data)
+        started = time.time()
+
+        async def own_run(refusal: errors.APIError) -> streaming.EventStream:
+            # Our earlier attempt created the run; its stream is gone, so hand over the run
+            # as created and let the caller follow it by polling.
+            run = (await self._own_run(thread_id, body, refusal, started)).data
+            return streaming.EventStream.of([streaming.RunEvent("thread.run.created", run)])
+
+        return self._stream(
+            "create_run_stream", path, data, already_applied=_create_raced, on_applied=own_run
+        )
 
     def create_thread_and_run_stream(
         self, body: models.CreateThreadAndRun
@@ -373,12 +426,17 @@ class AssistantsClient:
         """
         path = _run_path(thread_id, run_id) + "/submit_tool_outputs"
         body = models.SubmitToolOutputs(tool_outputs=list(outputs), stream=True)
+
+        async def applied(refusal: errors.APIError) -> streaming.EventStream:
+            self._log_race(thread_id, run_id, refusal)
+            return streaming.EventStream.empty()
+
         return self._stream(
             "submit_tool_outputs_stream",
             path,
             models.encode(body),
             already_applied=_submit_raced,
-            ids=(thread_id, run_id),
+            on_applied=applied,
         )
 
     @contextlib.asynccontextmanager
@@ -389,18 +447,17 @@ class AssistantsClient:
         body: bytes,
         *,
         already_applied: Callable[[errors.APIError], bool] | None = None,
-        ids: tuple[str, str] | None = None,
+        on_applied: Callable[[errors.APIError], Awaitable[streaming.EventStream]] | None = None,
     ) -> AsyncIterator[streaming.EventStream]:
-        response: aiohttp.ClientResponse | None = None
+        """``on_applied`` makes the stream to hand over when ``already_applied`` matched."""
         try:
             response = await self._transport.open_stream(
                 endpoint, path, body, already_applied=already_applied
             )
         except transport.AlreadyApplied as exc:
-            if ids is not None:
-                self._log_race(*ids, exc.error)
-        if response is None:
-            yield streaming.EventStream.empty()
+            if on_applied is None:
+                raise exc.error from exc
+            yield await on_applied(exc.error)
             return
         events = streaming.EventStream(response, endpoint=endpoint)
         try:

@@ -8,9 +8,11 @@ retryable ``last_error`` lives here.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
+import msgspec
 
 from orchestrator import client as client_mod
 from orchestrator import config, models, tools
@@ -54,31 +56,38 @@ class Driver:
         """Create a run on ``thread_id`` (following ``run.if_active``) and drive it to its end.
 
         A run that fails with a ``last_error.code`` in ``run.retry_failed_codes`` is created
-        again, up to ``run.retry_failed_attempts`` times. ``on_run`` is awaited with each new
-        run before anything else happens to it (the worker records the run id there).
+        again (without re-posting ``additional_messages``), up to ``run.retry_failed_attempts``
+        times, all within one ``run.run_timeout``. ``on_run`` is awaited with each new run
+        before anything else happens to it (the worker records the run id there). ``attempt``
+        > 1 says this is a resumed job: tool calls without a stored output may have started
+        before, and their tools see it in ``ToolContext.attempt`` (to deduplicate).
         """
         policy = self.settings.run
-        attempt = 0
+        timeout = policy.run_timeout
+        deadline = time.time() + timeout if timeout is not None else None
+        retries = 0
         while True:
-            drive = RunLoop(self, emit=emit, ledger=ledger, attempt=attempt)
-            result = await drive.run(drive.open_create(thread_id, body, on_run))
+            loop = RunLoop(self, emit=emit, ledger=ledger, attempt=attempt, deadline=deadline)
+            result = await loop.run(loop.open_create(thread_id, body, on_run))
             code = result.run.last_error.code if result.run.last_error else None
             retry = (
                 result.outcome == models.RunStatus.FAILED
                 and code in policy.retry_failed_codes
-                and attempt < policy.retry_failed_attempts
+                and retries < policy.retry_failed_attempts
             )
             if not retry:
                 return result
-            delay = policy.retry_failed_backoff * 2**attempt
+            delay = policy.retry_failed_backoff * 2**retries
             log.info(
                 "run failed with %s; creating it again in %.1fs",
                 code,
                 delay,
                 extra={"run_id": result.run.id, "action": "retry_run"},
             )
-            attempt += 1
+            retries += 1
             await anyio.sleep(delay)
+            # The thread already holds the messages the first run brought.
+            body = msgspec.structs.replace(body, additional_messages=msgspec.UNSET)
 
     async def create_thread_and_run(
         self,

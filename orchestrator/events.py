@@ -122,8 +122,7 @@ class RunFinished(Event, frozen=True, kw_only=True, tag="run.finished"):
     """The run reached a terminal state (``outcome`` says why when the driver ended it)."""
 
     run: models.Run
-    #: The run's final status, or ``timed_out`` / ``tool_failed`` / ``cancelled_by_caller``
-    #: when the driver cancelled it.
+    #: The run's final status, or ``timed_out`` / ``tool_failed`` when the driver cancelled it.
     outcome: str
     reply: str | None = None
 

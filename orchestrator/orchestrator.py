@@ -235,9 +235,14 @@ class RunStream:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[events.Event]:
-        with self._start() as receive:
-            async for event in receive:
-                yield event
+        try:
+            with self._start() as receive:
+                async for event in receive:
+                    yield event
+        finally:
+            # A reader that stops early (break, an exception) takes the run down with it,
+            # as leaving ``async with orch.stream(...)`` does.
+            self._stop_unfinished()
         if self.error is not None:
             raise self.error
 
@@ -246,10 +251,13 @@ class RunStream:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._scope is not None and self.result is None and self.error is None:
-            self._scope.cancel()
+        self._stop_unfinished()
         if self._receive is not None:
             self._receive.close()
+
+    def _stop_unfinished(self) -> None:
+        if self._scope is not None and self.result is None and self.error is None:
+            self._scope.cancel()
 
 
 def _create_body(

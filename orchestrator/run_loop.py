@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds after ``expires_at`` we still wait for the server to expire the run itself.
 EXPIRY_GRACE: Final = 30.0
+#: Seconds a run lives when it shows no ``expires_at`` (the API's runs expire after ~10 min).
+RUN_LIFETIME: Final = 600.0
 _ACTIVE_RUN = re.compile(r"already has an active run (\S+?)\.?$")
 _NOT_ACCEPTING = "do not accept tool outputs"
 
@@ -73,8 +75,16 @@ class RunLoop:
     """The state machine of one run being driven: open, follow, answer, finish."""
 
     def __init__(
-        self, driver: driver_mod.Driver, *, emit: Emit, ledger: Ledger | None, attempt: int = 1
+        self,
+        driver: driver_mod.Driver,
+        *,
+        emit: Emit,
+        ledger: Ledger | None,
+        attempt: int = 1,
+        deadline: float | None = None,
     ) -> None:
+        """``deadline``: absolute Unix time when the run is given up (default from
+        ``run.run_timeout``); ``attempt``: passed on to tools as ``ToolContext.attempt``."""
         self.attempt = attempt
         self.client = driver.client
         self.registry = driver.registry
@@ -89,14 +99,16 @@ class RunLoop:
         self.submitted_ids: set[str] = set()
         self.outputs: list[models.ToolOutput] = []
         self.rounds = 0
-        self.reply_parts: dict[str, str] = {}
         self.reply: str | None = None
+        self.fell_back = False
         self.hint_ms: int | None = None
         self.unknown_seen: set[str] = set()
         self.steps_seen: set[str] = set()
         timeout = driver.settings.run.run_timeout
         self.started = time.time()
-        self.deadline = self.started + timeout if timeout is not None else None
+        if deadline is None and timeout is not None:
+            deadline = self.started + timeout
+        self.deadline = deadline
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -148,8 +160,11 @@ class RunLoop:
         """Create the run by streaming when configured (``auto``: unless refused), else plainly."""
         if self.stream:
             try:
-                async with stream() as events_:
-                    await self._consume(events_, created=True, on_run=on_run)
+                with anyio.move_on_after(self._time_left()):
+                    async with stream() as events_:
+                        await self._consume(events_, created=True, on_run=on_run)
+                if self.run_ is None:
+                    raise errors.RunError("the stream ended before the run was created")
                 return
             except (errors.BadRequestError, errors.NotFoundError) as exc:
                 if self.settings.poll.mode != "auto" or _ACTIVE_RUN.search(exc.message):
@@ -210,8 +225,8 @@ class RunLoop:
             raise
         run = self.run_
         assert run is not None  # _follow returns only with a run
-        if self.reply is None and self.reply_parts:
-            self.reply = "".join(self.reply_parts.values())
+        if self.fell_back:
+            self.reply = None  # what the stream showed may be cut short: read the thread
         if self.reply is None and run.status in {"completed", "incomplete"}:
             self.reply = await self._fetch_reply(run)
         await self.emit(
@@ -229,11 +244,13 @@ class RunLoop:
         )
 
     def _should_cancel(self, exc: BaseException) -> bool:
-        """Leave no thread locked when the caller gives up; but a transient failure (the server
-        may be unreachable) or a worker handing the job on leaves the run to be resumed."""
-        if not self.cancel_on_abort or self.run_ is None or self.run_.is_terminal:
+        """Leave no thread locked when driving stops early; a worker (``cancel_on_abort``
+        off) leaves the run to be resumed instead."""
+        if self.run_ is None or self.run_.is_terminal:
             return False
-        return not isinstance(exc, errors.TransientError)
+        if isinstance(exc, Exception):
+            exc.add_note(f"run {self.run_.id} on thread {self.run_.thread_id}")
+        return self.cancel_on_abort
 
     async def _abort(self, exc: BaseException) -> None:
         run = self.run_
@@ -262,7 +279,14 @@ class RunLoop:
             assert run is not None
             if run.is_terminal:
                 return run.status
-            if run.requires_action and not self._stale_action(run):
+            if self._past_deadline(run):
+                log.warning(
+                    "run passed its deadline in status %s; cancelling it",
+                    run.status,
+                    extra={"run_id": run.id, "action": "timeout"},
+                )
+                return await self._cancel_and_wait("timed_out")
+            if run.requires_action and run.tool_calls and not self._stale_action(run):
                 try:
                     await self._answer(run)
                 except errors.ToolFailure as exc:
@@ -271,18 +295,13 @@ class RunLoop:
                         exc.tool_name,
                         extra={"run_id": run.id, "action": "tool_failed"},
                     )
-                    await self._cancel_and_wait()
-                    return "tool_failed"
+                    return await self._cancel_and_wait("tool_failed")
                 interval = poll.initial_interval
                 continue
-            if self._past_deadline(run):
-                log.warning(
-                    "run passed its deadline in status %s; cancelling it",
-                    run.status,
-                    extra={"run_id": run.id, "action": "timeout"},
-                )
-                await self._cancel_and_wait()
-                return "timed_out"
+            if run.requires_action and not run.tool_calls:
+                # An action of a kind we cannot answer: report it once, keep waiting.
+                kind = run.required_action.type if run.required_action else "none"
+                await self._unknown(run, f"requires_action:{kind}")
             await anyio.sleep(self._delay(interval, run))
             response = await self.client.retrieve_run_response(run.thread_id, run.id)
             self.hint_ms = response.poll_after_ms
@@ -303,20 +322,23 @@ class RunLoop:
         delay = interval * random.uniform(1 - poll.jitter, 1 + poll.jitter)
         if poll.honour_server_hint and self.hint_ms is not None and self.hint_ms > 0:
             delay = max(delay, self.hint_ms / 1000)
-        end = self._hard_deadline(run)
-        if end is not None:
-            delay = max(0.0, min(delay, end - time.time()))
-        return delay
+        return max(0.0, min(delay, self._hard_deadline(run) - time.time()))
 
-    def _hard_deadline(self, run: models.Run) -> float | None:
+    def _hard_deadline(self, run: models.Run | None) -> float:
+        """When to give up: the caller's deadline, or the run's expiry plus a grace (a run
+        that shows none is given the API's usual lifetime from when we started)."""
         ends = [d for d in (self.deadline,) if d is not None]
-        if run.expires_at is not None:
+        if run is not None and run.expires_at is not None:
             ends.append(run.expires_at + EXPIRY_GRACE)
-        return min(ends) if ends else None
+        else:
+            ends.append(self.started + RUN_LIFETIME + EXPIRY_GRACE)
+        return min(ends)
 
     def _past_deadline(self, run: models.Run) -> bool:
-        end = self._hard_deadline(run)
-        return end is not None and time.time() >= end
+        return time.time() >= self._hard_deadline(run)
+
+    def _time_left(self) -> float:
+        return max(0.0, self._hard_deadline(self.run_) - time.time())
 
     async def _observe(self, run: models.Run) -> bool:
         """Take a new view of the run; report a status change. True when the status changed."""
@@ -339,23 +361,27 @@ class RunLoop:
                 run=run,
             )
         )
-        if run.known_status is None and run.status not in self.unknown_seen:
-            self.unknown_seen.add(run.status)
-            log.warning(
-                "unknown run status %r; still waiting",
-                run.status,
-                extra={"run_id": run.id, "action": "unknown_status"},
-            )
-            await self.emit(
-                events.UnknownStatus(run_id=run.id, thread_id=run.thread_id, status=run.status)
-            )
+        if run.known_status is None:
+            await self._unknown(run, run.status)
         if (
             self.settings.poll.fetch_steps
-            and not self.stream
+            and (not self.stream or self.fell_back)
             and (run.requires_action or run.is_terminal)
         ):
             await self._report_steps(run)
         return True
+
+    async def _unknown(self, run: models.Run, status: str) -> None:
+        """Report a status (or action) this code does not know, once; the loop keeps waiting."""
+        if status in self.unknown_seen:
+            return
+        self.unknown_seen.add(status)
+        log.warning(
+            "unknown run status %r; still waiting",
+            status,
+            extra={"run_id": run.id, "action": "unknown_status"},
+        )
+        await self.emit(events.UnknownStatus(run_id=run.id, thread_id=run.thread_id, status=status))
 
     async def _report_steps(self, run: models.Run) -> None:
         """Poll mode's view of the steps: each completed step reported once, in order."""
@@ -392,6 +418,7 @@ class RunLoop:
     async def _fallback(self, reason: str) -> None:
         run = self.run_
         assert run is not None
+        self.fell_back = True
         log.info(reason + "; polling", extra={"run_id": run.id, "action": "stream_fallback"})
         await self.emit(
             events.StreamFallback(run_id=run.id, thread_id=run.thread_id, reason=reason)
@@ -418,13 +445,11 @@ class RunLoop:
             case streaming.MessageDeltaEvent():
                 text = streaming.delta_text(event.delta)
                 if text and self.run_ is not None:
-                    msg_id = event.delta.id
-                    self.reply_parts[msg_id] = self.reply_parts.get(msg_id, "") + text
                     await self.emit(
                         events.MessageDelta(
                             run_id=self.run_.id,
                             thread_id=self.run_.thread_id,
-                            message_id=msg_id,
+                            message_id=event.delta.id,
                             text=text,
                         )
                     )
@@ -493,12 +518,13 @@ class RunLoop:
         self.submitted_ids.update(o.tool_call_id for o in outputs)
         try:
             if self.stream:
-                async with self.client.submit_tool_outputs_stream(
-                    run.thread_id, run.id, outputs
-                ) as stream:
-                    self.outputs.extend(outputs)
-                    await self._emit_submitted(run, outputs)
-                    await self._consume(stream)
+                with anyio.move_on_after(self._time_left()):
+                    async with self.client.submit_tool_outputs_stream(
+                        run.thread_id, run.id, outputs
+                    ) as stream:
+                        self.outputs.extend(outputs)
+                        await self._emit_submitted(run, outputs)
+                        await self._consume(stream)
                 return
             response = await self.client.submit_tool_outputs_response(
                 run.thread_id, run.id, outputs
@@ -507,7 +533,7 @@ class RunLoop:
             if _NOT_ACCEPTING not in exc.message:
                 raise
             # The run moved on without us (expired, cancelled): read where it is.
-            log.warning(exc.message, extra={"run_id": run.id, "action": "submit_refused"})
+            log.warning("%s", exc.message, extra={"run_id": run.id, "action": "submit_refused"})
             response = await self.client.retrieve_run_response(run.thread_id, run.id)
             self.hint_ms = response.poll_after_ms
             await self._observe(response.data)
@@ -537,13 +563,19 @@ class RunLoop:
         if self.run_ is not None and run.id == self.run_.id:
             await self._observe(run)
 
-    async def _cancel_and_wait(self) -> None:
+    async def _cancel_and_wait(self, outcome: str) -> str:
+        """Cancel our run and wait (bounded, shielded) for it to end; the outcome to report:
+        ``outcome`` if it ended cancelled, else the status it reached on its own first."""
         run = self.run_
         assert run is not None
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.run.cancel_timeout):
             await self._request_cancel(run.thread_id, run.id)
             final = await self._wait_terminal(run.thread_id, run.id, deadline=None)
             await self._observe(final)
+        final_run = self.run_ if self.run_ is not None else run
+        if final_run.is_terminal and final_run.status != models.RunStatus.CANCELLED:
+            return final_run.status  # it ended by itself before the cancel landed
+        return outcome
 
     async def _wait_terminal(
         self, thread_id: str, run_id: str, *, deadline: float | None

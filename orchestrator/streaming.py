@@ -9,7 +9,7 @@ connection lost mid-stream raises ``APIConnectionError``.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeAlias
 
 import aiohttp
@@ -354,6 +354,7 @@ class EventStream:
         self._endpoint = endpoint
         self._decoder = SSEDecoder()
         self._pending: collections.deque[SSEMessage] = collections.deque()
+        self._ready: collections.deque[ServerEvent] = collections.deque()
         self._finished = response is None
         self.status = response.status if response is not None else 200
         self.request_id = response.headers.get("x-request-id") if response is not None else None
@@ -362,6 +363,13 @@ class EventStream:
     def empty(cls) -> EventStream:
         """A stream with no events."""
         return cls(None)
+
+    @classmethod
+    def of(cls, events: Sequence[ServerEvent]) -> EventStream:
+        """A stream of events known already (no connection behind it)."""
+        stream = cls(None)
+        stream._ready.extend(events)
+        return stream
 
     @property
     def finished(self) -> bool:
@@ -372,6 +380,8 @@ class EventStream:
         return self
 
     async def __anext__(self) -> ServerEvent:
+        if self._ready:
+            return self._ready.popleft()
         while True:
             while not self._pending:
                 response = self._response

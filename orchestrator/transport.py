@@ -313,8 +313,8 @@ class Transport:
         ``AlreadyApplied`` instead: an earlier attempt reached the server.
         """
 
-        async def attempt(n: int) -> tuple[aiohttp.ClientResponse, bytes]:
-            return await self._attempt(
+        async def attempt(n: int) -> Response[T]:
+            resp, payload = await self._attempt(
                 endpoint,
                 method,
                 path,
@@ -324,15 +324,22 @@ class Transport:
                 attempt=n,
                 already_applied=already_applied,
             )
+            request_id = resp.headers.get("x-request-id")
+            try:
+                data = models.decoder(type_).decode(payload)
+            except msgspec.DecodeError as exc:
+                rid = f" (request {request_id})" if request_id else ""
+                error = errors.DecodeError(f"{endpoint}{rid}: {type_.__name__}: {exc}")
+                error.__cause__ = exc
+                if method == "GET" and not isinstance(exc, msgspec.ValidationError):
+                    # A body cut short on the way is worth reading again; a POST is not
+                    # repeated for it (the server has acted on it), nor a body of the wrong
+                    # shape (it would come back the same).
+                    raise retrying.Retryable(error) from exc
+                raise error from exc
+            return Response(data, resp.status, request_id, _poll_after_ms(resp.headers))
 
-        resp, payload = await self._policy.call(attempt, self._retried(endpoint))
-        request_id = resp.headers.get("x-request-id")
-        try:
-            data = models.decoder(type_).decode(payload)
-        except msgspec.DecodeError as exc:
-            rid = f" (request {request_id})" if request_id else ""
-            raise errors.DecodeError(f"{endpoint}{rid}: {type_.__name__}: {exc}") from exc
-        return Response(data, resp.status, request_id, _poll_after_ms(resp.headers))
+        return await self._policy.call(attempt, self._retried(endpoint))
 
     async def open_stream(
         self,

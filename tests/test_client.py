@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from aiohttp import web
 from manual_time import ManualTime
 from multidict import CIMultiDictProxy, MultiMapping
 
-from orchestrator import client, config, errors, models, ratelimit
+from orchestrator import client, config, errors, models, ratelimit, streaming
 
 pytestmark = pytest.mark.anyio
 
@@ -289,12 +290,29 @@ async def test_unknown_error_status_is_plain_api_error(server: Server) -> None:
 
 
 async def test_malformed_json_body_raises_decode_error(server: Server) -> None:
+    """A truncated GET body is read again (it may have been cut on the way), then raised."""
     server.on("GET", RUN, reply(b'{"id": "run_1", "status": ', 200))
     async with make(server) as api:
         with pytest.raises(errors.DecodeError) as info:
             await api.retrieve_run("thread_1", "run_1")
-    assert server.calls("GET", RUN) == 1
+    assert server.calls("GET", RUN) == FAST.attempts
     assert "retrieve_run" in str(info.value)
+
+
+async def test_truncated_get_body_then_good_one_succeeds(server: Server) -> None:
+    server.on("GET", RUN, reply(b'{"id": "run_1", "sta', 200), reply(run_json("completed")))
+    async with make(server) as api:
+        run = await api.retrieve_run("thread_1", "run_1")
+    assert run.status == "completed"
+    assert server.calls("GET", RUN) == 2
+
+
+async def test_malformed_post_body_is_not_sent_again(server: Server) -> None:
+    server.on("POST", RUN + "/cancel", reply(b'{"id": "run_1", "sta', 200))
+    async with make(server) as api:
+        with pytest.raises(errors.DecodeError):
+            await api.cancel_run("thread_1", "run_1")
+    assert server.calls("POST", RUN + "/cancel") == 1
 
 
 async def test_wrong_shape_names_the_path(server: Server) -> None:
@@ -349,6 +367,49 @@ async def test_submit_race_rereads_the_run(server: Server) -> None:
     ]
     sent = models.decode(server.seen[0].body, models.SubmitToolOutputs)
     assert sent.tool_outputs == outputs
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_create_race_returns_the_run_our_first_attempt_made(
+    server: Server, stream: bool
+) -> None:
+    """The create reached the server, its answer was lost, the retry finds our own run busy."""
+    created_at = int(time.time())
+
+    async def created_then_lost(request: web.Request) -> web.StreamResponse:
+        return await drop(request)
+
+    busy = api_error(400, "Thread thread_1 already has an active run run_1.")
+
+    async def ours(request: web.Request) -> web.StreamResponse:
+        return web.json_response(run_json("in_progress", created_at=created_at))
+
+    server.on("POST", RUNS, created_then_lost, busy)
+    server.on("GET", RUN, ours)
+    body = models.CreateRun(assistant_id="asst_1")
+    async with make(server) as api:
+        if stream:
+            async with api.create_run_stream("thread_1", body) as events:
+                got = [e async for e in events]
+            assert len(got) == 1
+            assert isinstance(got[0], streaming.RunEvent)
+            run = got[0].run
+        else:
+            run = await api.create_run("thread_1", body)
+    assert run.id == "run_1"
+    assert run.status == "in_progress"
+
+
+async def test_create_race_with_someone_elses_run_raises(server: Server) -> None:
+    async def created_then_lost(request: web.Request) -> web.StreamResponse:
+        return await drop(request)
+
+    busy = api_error(400, "Thread thread_1 already has an active run run_1.")
+    server.on("POST", RUNS, created_then_lost, busy)
+    server.on("GET", RUN, reply(run_json("in_progress", assistant_id="asst_other")))
+    async with make(server) as api:
+        with pytest.raises(errors.BadRequestError, match="already has an active run"):
+            await api.create_run("thread_1", models.CreateRun(assistant_id="asst_1"))
 
 
 async def test_submit_refused_on_first_attempt_raises(server: Server) -> None:

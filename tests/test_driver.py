@@ -600,3 +600,151 @@ async def test_completed_steps_are_reported_in_both_modes(
     function = details.tool_calls[0].function
     assert function is not None
     assert function.output == "3"
+
+
+# --- regressions found in review ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["poll", "stream"])
+async def test_run_timeout_holds_while_the_run_keeps_asking_for_tools(
+    mode: str, client: AssistantsClient, registry: tools.ToolRegistry, calls: Calls
+) -> None:
+    rounds = [{"tool_calls": [{"name": "add", "arguments": {"a": i, "b": 0}}]} for i in range(40)]
+    cfg = make_config(poll={"mode": mode}, run={"run_timeout": 0.3})
+    with anyio.fail_after(20):
+        result, _ = await drive(client, registry, cfg, metadata=script(*rounds))
+    assert result.outcome == "timed_out"
+    assert result.run.status == "cancelled"
+    assert result.rounds < 40
+
+
+async def test_a_stalled_stream_is_bounded_by_the_deadline(
+    emu: Emulator, registry: tools.ToolRegistry
+) -> None:
+    """The stream stays open with nothing to say; the deadline, not the read timeout, ends it."""
+    cfg = make_config(poll={"mode": "stream"}, run={"run_timeout": 0.3})
+    api = msgspec.structs.replace(cfg.api, base_url=emu.base_url, timeout=60.0)
+    async with AssistantsClient(api, cfg.retry, api_key="k") as c:
+        with anyio.fail_after(20):
+            result, _ = await drive(c, registry, cfg, metadata=script({"stall": True}))
+    assert result.outcome == "timed_out"
+
+
+async def test_reply_after_a_stream_cut_is_the_whole_message(
+    client: AssistantsClient, registry: tools.ToolRegistry
+) -> None:
+    cfg = make_config(poll={"mode": "stream"})
+    text = "A fairly long reply, so that the cut can land in the middle of it. " * 5
+    result, seen = await drive(
+        client,
+        registry,
+        cfg,
+        metadata={**script({"message": text}), **faults(fault_stream_cut=1.0)},
+    )
+    assert result.ok
+    assert of(seen, events.StreamFallback)
+    assert result.reply == text.strip() or result.reply == text
+
+
+async def test_attempt_reaches_tools_and_recreated_runs_do_not_repost_messages(
+    client: AssistantsClient, calls: Calls
+) -> None:
+    registry = tools.ToolRegistry()
+    attempts: list[int] = []
+
+    @registry.tool
+    def note(ctx: tools.ToolContext) -> str:
+        """Record the attempt."""
+        attempts.append(ctx.attempt)
+        return "ok"
+
+    assistant = await client.create_assistant(model="m", tools=registry.definitions())
+    thread = await client.create_thread()
+    cfg = make_config(
+        run={
+            "retry_failed_codes": ["server_error"],
+            "retry_failed_attempts": 1,
+            "retry_failed_backoff": 0.01,
+        }
+    )
+    async with orch_mod.Orchestrator(cfg, registry=registry, client=client) as orch:
+        body = models.CreateRun(
+            assistant_id=assistant.id,
+            additional_messages=[models.MessageRequest(role="user", content="once")],
+            metadata=script(
+                {"tool_calls": [{"name": "note", "arguments": {}}]}, {"fail": "server_error"}
+            ),
+        )
+        result = await orch.driver.create(thread.id, body, emit=orch.subscribers.emit, attempt=3)
+    assert result.outcome == "failed"
+    assert attempts == [3, 3]  # both runs' tool calls saw the job's attempt
+    page = await client.list_messages(thread.id)
+    assert [m.text for m in page.data if m.role == "user"] == ["once"]
+
+
+async def test_unanswerable_action_is_reported_and_waited_out(
+    registry: tools.ToolRegistry,
+) -> None:
+    polls = 0
+    submits = 0
+
+    def run_json(status: str, action: dict[str, Any] | None) -> dict[str, Any]:
+        return {"id": "run_1", "thread_id": "thread_1", "status": status, "required_action": action}
+
+    async def create(request: web.Request) -> web.Response:
+        return web.json_response(run_json("requires_action", {"type": "approve_plan"}))
+
+    async def retrieve(request: web.Request) -> web.Response:
+        nonlocal polls
+        polls += 1
+        if polls < 4:
+            return web.json_response(run_json("requires_action", {"type": "approve_plan"}))
+        return web.json_response(run_json("completed", None))
+
+    async def submit(request: web.Request) -> web.Response:
+        nonlocal submits
+        submits += 1
+        return web.json_response({"error": {"message": "no", "type": "x"}}, status=400)
+
+    async def messages(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [], "has_more": False})
+
+    app = web.Application()
+    app.router.add_post("/v1/threads/{t}/runs", create)
+    app.router.add_get("/v1/threads/{t}/runs/{r}", retrieve)
+    app.router.add_post("/v1/threads/{t}/runs/{r}/submit_tool_outputs", submit)
+    app.router.add_get("/v1/threads/{t}/messages", messages)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    seen: list[events.Event] = []
+    try:
+        cfg = make_config(api={"base_url": f"http://127.0.0.1:{runner.addresses[0][1]}/v1"})
+        async with orch_mod.Orchestrator(
+            cfg, registry=registry, api_key="k", handler=seen.append
+        ) as orch:
+            result = await orch.run(thread_id="thread_1", assistant_id="asst_1")
+    finally:
+        await runner.cleanup()
+    assert result.outcome == "completed"
+    assert submits == 0
+    assert [u.status for u in of(seen, events.UnknownStatus)] == ["requires_action:approve_plan"]
+
+
+async def test_leaving_a_stream_early_cancels_its_run(
+    client: AssistantsClient, registry: tools.ToolRegistry
+) -> None:
+    assistant = await make_assistant(client, registry)
+    thread = await client.create_thread()
+    run_id = None
+    with anyio.fail_after(20):
+        async with orch_mod.Orchestrator(make_config(), registry=registry, client=client) as orch:
+            async for event in orch.stream(
+                thread_id=thread.id, assistant_id=assistant, metadata=script({"stall": True})
+            ):
+                if isinstance(event, events.RunCreated):
+                    run_id = event.run.id
+                    break
+    assert run_id is not None
+    run = await client.retrieve_run(thread.id, run_id)
+    assert run.status in {"cancelling", "cancelled"}
