@@ -53,7 +53,7 @@ class Orchestrator:
         self.config = config or config_mod.Config()
         self.registry = registry if registry is not None else tools.default_registry
         self._client = client
-        self._api_key = api_key
+        self._api_key = config_mod.Secret(api_key) if isinstance(api_key, str) else api_key
         self.subscribers = events.Subscribers()
         if tracing.AVAILABLE:
             self.subscribers.add(tracing.SpanRecorder().observe)
