@@ -12,7 +12,9 @@ idempotent on resume:
 
 Shutdown: the first stop request stops claiming, lets runs that are inside a tool round finish
 their submit (up to ``worker.drain_timeout``) and hands every other job back at once; a second
-request aborts.
+request aborts. Handing a job back gives its attempt back, so a job stopped while a tool call may
+have run without reaching the ledger is not handed back but left for its lease to lapse: its
+next attempt then runs that call with ``ToolContext.attempt > 1``, and the tool can deduplicate.
 """
 
 from __future__ import annotations
@@ -53,7 +55,27 @@ class _InFlight:
     #: Inside a tool round (tools running or outputs not yet submitted): let it finish on drain.
     in_round: bool = False
     round_done: anyio.Event = field(default_factory=anyio.Event)
+    #: Calls of the current round that may have started but have no output in the ledger yet.
+    unsaved: set[str] = field(default_factory=set)
     released: bool = False
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _deciding(exc: Exception) -> Exception:
+    """The error that decides a job's fate (parallel tool calls can raise several at once).
+
+    A lost lease wins (nothing we write counts any more), then a permanent error (the job
+    fails), then a transient one (the job is retried).
+    """
+    leaves = [e for e in _leaves(exc) if isinstance(e, Exception)] or [exc]
+    lost = [e for e in leaves if isinstance(e, errors.LeaseLost)]
+    permanent = [e for e in leaves if not isinstance(e, errors.TransientError | errors.StoreError)]
+    return (lost or permanent or leaves)[0]
 
 
 class _JobLedger:
@@ -103,6 +125,11 @@ class Worker:
         self.health_address: tuple[str, int] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def aborted(self) -> bool:
+        """A second stop request cut the work short (threads of sync tools may still run)."""
+        return self._stop_requests > 1
 
     def stop(self) -> None:
         """Graceful shutdown on the first call; abort on the second (signal handlers call this)."""
@@ -213,17 +240,23 @@ class Worker:
         try:
             with entry.scope:
                 await self._drive_job(entry)
-        except errors.LeaseLost:
-            log.warning(
-                "lease lost mid-write; another worker owns the job", extra={"job_id": job.id}
-            )
         except Exception as exc:
-            await self._on_error(entry, exc)
+            cause = _deciding(exc)
+            if isinstance(cause, errors.LeaseLost):
+                entry.released = True  # nothing of ours to give back
+                log.warning(
+                    "lease lost mid-write; another worker owns the job", extra={"job_id": job.id}
+                )
+            else:
+                await self._on_error(entry, cause)
         finally:
             if self.metrics.enabled:
                 self.metrics.runs_in_flight.dec()
             if entry.scope.cancelled_caught and not entry.released:
-                await self._release(entry)
+                if entry.unsaved:
+                    await self._leave_to_lapse(entry)
+                else:
+                    await self._release(entry)
             entry.round_done.set()
             self._in_flight.pop(job.id, None)
             self._slot_free.set()
@@ -236,9 +269,12 @@ class Worker:
 
         async def emit(event: events.Event) -> None:
             match event:
-                case events.ToolCallsRequested():
+                case events.ToolCallsRequested(calls=calls, reused=reused):
                     entry.in_round = True
                     entry.round_done = anyio.Event()
+                    entry.unsaved = {c.id for c in calls} - set(reused)
+                case events.ToolCallFinished(tool_call_id=call_id):
+                    entry.unsaved.discard(call_id)  # emitted once its output is in the ledger
                 case events.OutputsSubmitted() | events.RunFinished():
                     entry.in_round = False
                     entry.round_done.set()
@@ -341,6 +377,27 @@ class Worker:
                 await self.store.complete(job.id, job.epoch, store_base.JobState.FAILED, result)
             except errors.StoreError as store_exc:
                 log.error("could not record the failure: %s", store_exc, extra={"job_id": job.id})
+
+    async def _leave_to_lapse(self, entry: _InFlight) -> None:
+        """Stopped with tool calls that may have run but have no output in the ledger.
+
+        Handing the job back would give its attempt back, and the resumed calls would run at
+        the same attempt number, so a tool could not tell it may have run them already. Its
+        lease lapses instead; the next claim counts a new attempt.
+        """
+        entry.released = True
+        job = entry.job
+        log.warning(
+            "stopped inside a tool round; the job is retried when its lease lapses",
+            extra={"job_id": job.id, "action": "left_to_lapse", "calls": sorted(entry.unsaved)},
+        )
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store.append_history(
+                    job.id, job.epoch, "stopped inside a tool round; left for its lease to lapse"
+                )
+            except errors.StoreError as exc:
+                log.warning("could not record the stop: %s", exc, extra={"job_id": job.id})
 
     async def _release(self, entry: _InFlight) -> None:
         """Give the job back so another worker (or this one) takes it at once."""
