@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import signal
 import sys
 import tempfile
@@ -276,7 +278,13 @@ async def _run_worker(
 async def cmd_worker(cfg: config.Config, args: argparse.Namespace) -> int:
     tools.import_tool_modules(cfg.tools.modules)
     async with _endpoint(cfg) as (live, emulated), store.open_store(live.worker) as st:
-        await _run_worker(live, emulated, st, until_idle=args.until_idle)
+        w = await _run_worker(live, emulated, st, until_idle=args.until_idle)
+    if w.aborted:
+        # A second signal means now: sync tools still running in worker threads (which the
+        # interpreter would wait for) are left behind; their jobs are resumed elsewhere.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 

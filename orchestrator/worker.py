@@ -30,10 +30,9 @@ from typing import Final
 
 import anyio
 import msgspec
-from aiohttp import web
 
 from orchestrator import client as client_mod
-from orchestrator import config, driver, errors, events, metrics, models, tools
+from orchestrator import config, driver, errors, events, health, metrics, models, tools
 from orchestrator.store import base as store_base
 
 __all__ = ["JOB_METADATA_KEY", "Worker"]
@@ -147,7 +146,12 @@ class Worker:
             self._scope = scope
             async with anyio.create_task_group() as tg:
                 if self.settings.worker.health:
-                    await tg.start(self._serve_health)
+                    self.health_address = await tg.start(
+                        health.serve,
+                        self.settings.worker.health,
+                        self._health_status,
+                        self._metrics_page,
+                    )
                 tg.start_soon(self._heartbeat_loop)
                 await self._claim_loop(tg, until_idle=until_idle)
                 await self._drain()
@@ -159,9 +163,17 @@ class Worker:
             if len(self._in_flight) >= wcfg.concurrency:
                 await self._wait_slot()
                 continue
-            job = await self.store.claim(
-                self.worker_id, lease_seconds=wcfg.lease_seconds, max_attempts=wcfg.max_attempts
-            )
+            try:
+                job = await self.store.claim(
+                    self.worker_id,
+                    lease_seconds=wcfg.lease_seconds,
+                    max_attempts=wcfg.max_attempts,
+                )
+            except errors.StoreError as exc:
+                # A busy or briefly unreadable database: the jobs are safe in it; try again.
+                log.error("claiming failed: %s", exc, extra={"action": "claim"})
+                await self._wait_slot(wait=wcfg.idle_poll_seconds)
+                continue
             if job is not None:
                 entry = _InFlight(job)
                 self._in_flight[job.id] = entry
@@ -412,45 +424,15 @@ class Worker:
 
     # --- health and metrics ----------------------------------------------------------------
 
-    async def _serve_health(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        address = self.settings.worker.health
-        assert address is not None
-        host, _, port = address.rpartition(":")
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host or "127.0.0.1", int(port))
-            try:
-                await site.start()
-            except OSError as exc:
-                raise errors.ConfigError(
-                    f"worker.health: cannot listen on {address}: {exc}"
-                ) from exc
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                self.health_address = sockets[0].getsockname()[:2]
-            log.info("health and metrics on http://%s/", address, extra={"action": "health"})
-            task_status.started()
-            await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await runner.cleanup()
+    def _health_status(self) -> health.HealthStatus:
+        return health.HealthStatus(
+            status="stopping" if self._stopping.is_set() else "ok",
+            worker_id=self.worker_id,
+            in_flight=len(self._in_flight),
+            time=time.time(),
+        )
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        body = {
-            "status": "stopping" if self._stopping.is_set() else "ok",
-            "worker_id": self.worker_id,
-            "in_flight": len(self._in_flight),
-            "time": time.time(),
-        }
-        return web.Response(body=msgspec.json.encode(body), content_type="application/json")
-
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _metrics_page(self) -> tuple[bytes, str]:
         counts = await self.store.counts()
         self.metrics.set_queue_depth({str(k): v for k, v in counts.items()})
-        body, content_type = self.metrics.exposition()
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        return self.metrics.exposition()

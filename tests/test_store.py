@@ -472,9 +472,7 @@ async def test_two_stores_on_one_file_never_double_claim(tmp_path: Path) -> None
                 tg.start_soon(worker, "b", b)
         both = claimed["a"] + claimed["b"]
         assert len(both) == len(ids)
-        assert set(both) == ids
-        assert claimed["a"]
-        assert claimed["b"]
+        assert set(both) == ids  # each job exactly once, whichever store won each race
         assert (await b.counts())[JobState.SUCCEEDED] == 200
 
 
@@ -516,9 +514,7 @@ async def test_two_processes_never_double_claim(tmp_path: Path) -> None:
         tg.start_soon(run, "p2")
     both = outputs["p1"] + outputs["p2"]
     assert len(both) == len(ids)
-    assert set(both) == ids
-    assert outputs["p1"]
-    assert outputs["p2"]
+    assert set(both) == ids  # each job exactly once (one side may win every race on a busy box)
 
 
 async def test_directory_path_is_named(tmp_path: Path) -> None:
