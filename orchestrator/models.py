@@ -290,6 +290,10 @@ class Run(Struct, kw_only=True):
     #: v1 only.
     file_ids: list[str] = []
 
+    def __post_init__(self) -> None:
+        # A decoded Raw is a view into the whole response body; keep only its own bytes.
+        self.tools_json = self.tools_json.copy()
+
     @property
     def tools(self) -> list[ToolDefinition]:
         """The run's tools, decoded from ``tools_json`` (``DecodeError`` if malformed)."""
