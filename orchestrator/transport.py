@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final, Generic, Protocol, TypeVar
 
 import aiohttp
+import anyio
 import msgspec
 
 from orchestrator import config, errors, models, ratelimit, retrying
@@ -193,6 +194,9 @@ class Transport:
         )
         self._policy = retrying.RetryPolicy(retry)
         self._limiter = limiter
+        # Requests past the connection pool's size wait here, holding a few frames, rather
+        # than inside aiohttp holding a built request each (10,000 runs polling at once).
+        self._slots = anyio.Semaphore(api.max_connections)
         self._on_finished = getattr(observer, "request_finished", None)
         self._on_retried = getattr(observer, "request_retried", None)
         self.session: aiohttp.ClientSession | None = None
@@ -314,16 +318,17 @@ class Transport:
         """
 
         async def attempt(n: int) -> Response[T]:
-            resp, payload = await self._attempt(
-                endpoint,
-                method,
-                path,
-                query,
-                body,
-                stream=False,
-                attempt=n,
-                already_applied=already_applied,
-            )
+            async with self._slots:
+                resp, payload = await self._attempt(
+                    endpoint,
+                    method,
+                    path,
+                    query,
+                    body,
+                    stream=False,
+                    attempt=n,
+                    already_applied=already_applied,
+                )
             request_id = resp.headers.get("x-request-id")
             try:
                 data = models.decoder(type_).decode(payload)
