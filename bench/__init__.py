@@ -72,9 +72,16 @@ def fmt_ratio(ratio: float) -> str:
     return f"{ratio:.1f}x" if ratio >= 10 else f"{ratio:.2f}x"
 
 
-def goal(label: str, measured: float, target: float, *, at_most: bool = False) -> str:
-    """A note line saying whether a ratio goal was met."""
+def goal(
+    label: str,
+    measured: float,
+    target: float,
+    *,
+    at_most: bool = False,
+    fmt: Callable[[float], str] = fmt_ratio,
+) -> str:
+    """A note line saying whether a goal was met (a ratio unless ``fmt`` says otherwise)."""
     met = measured <= target if at_most else measured >= target
     bound = "<=" if at_most else ">="
     verdict = "met" if met else "**missed**"
-    return f"{label}: {fmt_ratio(measured)} (goal {bound} {fmt_ratio(target)}): {verdict}"
+    return f"{label}: {fmt(measured)} (goal {bound} {fmt(target)}): {verdict}"

@@ -20,6 +20,10 @@ REPORT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 #: Benchmark name -> module exposing ``run(quick: bool) -> Section``, in report order.
 BENCHMARKS: dict[str, str] = {
     "decode": "bench.decode",
+    "drive": "bench.drive",
+    "scale": "bench.scale",
+    "dispatch_overhead": "bench.dispatch_overhead",
+    "emulator_throughput": "bench.emulator_throughput",
 }
 
 
