@@ -266,9 +266,12 @@ def report(params: Params, results: list[Latencies]) -> Section:
         " of the time), and runs as a task of a fresh task group (about a sixth); a sync tool"
         " adds a round trip to a worker thread. Possible fixes in `orchestrator/dispatch.py`:"
         " skip the outer scope when the limiter has a free slot (`acquire_nowait`), and await"
-        " a lone call directly instead of in a task group. End to end adds the event-loop"
-        " turns in between (colder caches too) and the transport and aiohttp building the"
-        " submit request before `on_request_start`.",
+        " a lone call directly instead of in a task group.",
+        "End to end, the same dispatch (event -> tools done) takes several times its"
+        " in-process time: there it runs right after the process idled waiting for the"
+        " network, with cold caches, not in a hot loop; the rest of event -> submit is building"
+        " the outputs and the submit body, then the transport and aiohttp preparing the"
+        " request before `on_request_start`.",
     ]
     return Section(
         title="B4 dispatch overhead: requires_action to submit, no-op tools",

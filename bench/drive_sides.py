@@ -10,7 +10,6 @@ the emulator's counters read just before and after.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 import warnings
@@ -67,7 +66,6 @@ class Measured(msgspec.Struct, kw_only=True):
     requests: int
     run_requests: int
     outcomes: dict[str, int]
-    peak_rss_kib: int
 
 
 def weather(city: str) -> dict[str, Any]:
@@ -138,7 +136,6 @@ async def timed(job: dict[str, Any], drive_one: DriveOne) -> Measured:
         requests=procs.requests_between(before, after),
         run_requests=procs.requests_between(before, after, contains=RUN_ROUTES),
         outcomes=dict(outcomes),
-        peak_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     )
 
 

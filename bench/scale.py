@@ -199,7 +199,12 @@ def report(params: Params, results: list[Measured]) -> Section:
                 f"{m.runs_per_cpu_second:,.0f}",
                 f"{r.max_inflight:,}" + ("" if r.counts_created else " (started)"),
                 f"{r.baseline_rss_kib / 1024:.1f} MiB",
-                f"{r.peak_rss_kib / 1024:.1f} / {r.maxrss_kib / 1024:.1f} MiB",
+                f"{r.peak_rss_kib / 1024:.1f} MiB / "
+                + (
+                    f"{r.maxrss_kib / 1024:.1f} MiB"
+                    if r.maxrss_kib > r.baseline_maxrss_kib
+                    else "-"
+                ),
                 f"{r.wall:.2f} s",
                 f"{r.runs / r.wall:,.0f}",
                 f"{r.cpu / r.runs * 1e3:.3f} ms",
@@ -248,8 +253,9 @@ def report(params: Params, results: list[Measured]) -> Section:
         f" with `poll_interval_ms={params.sdk_interval_ms}` (httpx and its default pool).",
         "KiB per in-flight run = (peak sampled VmRSS - baseline) / runs; the baseline is read"
         " after imports, the client, one warm-up run and `gc.collect()`, just before the runs"
-        " start. Most runs in flight: created (RunCreated seen) and not finished (the SDK's:"
-        " started and not finished). Cyclic GC: CPU time inside collections"
+        " start; `ru_maxrss` only when the runs raised it (a child's starts at its parent's"
+        " RSS when spawned). Most runs in flight: created (RunCreated seen) and not finished"
+        " (the SDK's: started and not finished). Cyclic GC: CPU time inside collections"
         " (`gc.callbacks`). Runs per client CPU-second = runs / CPU seconds of the driving"
         " process over the runs: what one core sustains when the client is the bottleneck. "
         + procs.pinning_note("each driving process"),

@@ -43,9 +43,11 @@ class ScaleResult(msgspec.Struct, kw_only=True):
     """What one driving process reports."""
 
     runs: int
-    #: KiB: VmRSS just before the runs start, its sampled peak, and ``ru_maxrss``.
+    #: KiB: VmRSS just before the runs start, its sampled peak, and ``ru_maxrss`` before and
+    #: after the runs (a child's starts at its parent's RSS when spawned).
     baseline_rss_kib: int
     peak_rss_kib: int
+    baseline_maxrss_kib: int
     maxrss_kib: int
     #: Most runs in flight at once: created (ours; started for the SDK) and not finished.
     max_inflight: int
@@ -132,6 +134,7 @@ async def measure(job: dict[str, Any], drive_one: DriveOne, tracker: Tracker) ->
     before = await anyio.to_thread.run_sync(procs.fetch_stats, base_url)
     gc.collect()
     baseline = rss_kib()
+    baseline_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     emulator_cpu = procs.cpu_seconds(job["emulator_pid"])
     cpu, wall = time.process_time(), time.perf_counter()
     stop = anyio.Event()
@@ -150,6 +153,7 @@ async def measure(job: dict[str, Any], drive_one: DriveOne, tracker: Tracker) ->
         runs=job["runs"],
         baseline_rss_kib=baseline,
         peak_rss_kib=tracker.peak_rss,
+        baseline_maxrss_kib=baseline_maxrss,
         maxrss_kib=maxrss,
         max_inflight=tracker.max_inflight,
         counts_created=tracker.counts_created,
