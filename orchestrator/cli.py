@@ -8,6 +8,7 @@ bundled emulator in-process and say so first.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -263,6 +264,10 @@ async def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
 async def _run_worker(
     cfg: config.Config, emulated: bool, st: store_base.JobStore, *, until_idle: bool
 ) -> worker.Worker:
+    # Thousands of runs in flight keep many objects alive between requests; with the default
+    # thresholds the cyclic GC keeps walking them all and costs ~40% of the worker's CPU
+    # (BENCHMARKS.md, B3). The process is ours here, so tune it here, not in the library.
+    gc.set_threshold(50_000, 20, 10)
     m = metrics.Metrics()
     async with client_mod.AssistantsClient(
         cfg.api, cfg.retry, api_key=_key(cfg, emulated), observer=m

@@ -196,7 +196,7 @@ class Transport:
         self._limiter = limiter
         # Requests past the connection pool's size wait here, holding a few frames, rather
         # than inside aiohttp holding a built request each (10,000 runs polling at once).
-        self._slots = anyio.Semaphore(api.max_connections)
+        self._slots = anyio.Semaphore(api.max_connections, fast_acquire=True)
         self._on_finished = getattr(observer, "request_finished", None)
         self._on_retried = getattr(observer, "request_retried", None)
         self.session: aiohttp.ClientSession | None = None
