@@ -244,41 +244,37 @@ class _Job:
     ) -> ToolResult:
         timeout = tool.timeout if tool.timeout is not None else self.settings.timeout
         budget = timeout
-        started = False
-        wait = math.inf if self.cutoff is None else self.cutoff - time.time()
-        with anyio.move_on_after(wait):
-            async with self.limiter:
-                now = time.time()
-                if self.cutoff is not None:
-                    budget = min(timeout, self.cutoff - now)
-                if budget <= 0:  # the slot came too late to start at all
-                    return self._not_started(call_id, tool.name, "no free slot")
-                started = True
-                context = tools.ToolContext(
-                    run_id=self.run_id,
-                    thread_id=self.thread_id,
-                    tool_call_id=call_id,
-                    tool_name=tool.name,
-                    deadline=now + budget,
-                    attempt=self.attempt,
-                )
-                with anyio.move_on_after(budget):
-                    try:
-                        value = await tool.invoke(
-                            values, context, thread_limiter=self.thread_limiter
-                        )
-                    except Exception as exc:
-                        return self._exception(call_id, tool.name, exc)
-                    try:
-                        output = tools.encode_output(value)
-                    except TypeError as exc:
-                        return self._exception(call_id, tool.name, exc)
-                    return self._result(
-                        call_id, tool.name, tools.truncate(output, self.settings.max_output_chars)
-                    )
-        # reached only when a scope above ran out of time
-        if not started:
+        if not await self._acquire():
             return self._not_started(call_id, tool.name, "no free slot")
+        try:
+            now = time.time()
+            if self.cutoff is not None:
+                budget = min(timeout, self.cutoff - now)
+            if budget <= 0:  # the slot came too late to start at all
+                return self._not_started(call_id, tool.name, "no free slot")
+            context = tools.ToolContext(
+                run_id=self.run_id,
+                thread_id=self.thread_id,
+                tool_call_id=call_id,
+                tool_name=tool.name,
+                deadline=now + budget,
+                attempt=self.attempt,
+            )
+            with anyio.move_on_after(budget):
+                try:
+                    value = await tool.invoke(values, context, thread_limiter=self.thread_limiter)
+                except Exception as exc:
+                    return self._exception(call_id, tool.name, exc)
+                try:
+                    output = tools.encode_output(value)
+                except TypeError as exc:
+                    return self._exception(call_id, tool.name, exc)
+                return self._result(
+                    call_id, tool.name, tools.truncate(output, self.settings.max_output_chars)
+                )
+        finally:
+            self.limiter.release()
+        # reached only when the tool ran out of time
         bound = "its timeout" if budget == timeout else "the run's deadline"
         message = f"the tool did not finish within {budget:.3g} s ({bound})"
         if not tool.is_async:
@@ -288,6 +284,19 @@ class _Job:
                 extra=self._log(call_id, tool.name, action="abandon_thread"),
             )
         return self._result(call_id, tool.name, "", ToolError("timeout", message))
+
+    async def _acquire(self) -> bool:
+        """A slot of the shared limiter, waited for no longer than the cutoff allows."""
+        try:
+            self.limiter.acquire_nowait()  # the usual case: no timer, no extra loop turn
+            return True
+        except anyio.WouldBlock:
+            pass
+        wait = math.inf if self.cutoff is None else self.cutoff - time.time()
+        with anyio.move_on_after(wait):
+            await self.limiter.acquire()
+            return True
+        return False
 
     def _not_started(self, call_id: str, name: str, what: str) -> ToolResult:
         message = f"{what} was left before the run's deadline; the tool was not started"
