@@ -20,7 +20,7 @@ import anyio
 import msgspec
 
 from orchestrator import client as client_mod
-from orchestrator import dispatch, errors, events, models, streaming
+from orchestrator import config, dispatch, errors, events, models, streaming
 
 if TYPE_CHECKING:
     from orchestrator import driver as driver_mod
@@ -318,10 +318,7 @@ class RunLoop:
         return bool(ids) and ids <= self.submitted_ids
 
     def _delay(self, interval: float, run: models.Run) -> float:
-        poll = self.settings.poll
-        delay = interval * random.uniform(1 - poll.jitter, 1 + poll.jitter)
-        if poll.honour_server_hint and self.hint_ms is not None and self.hint_ms > 0:
-            delay = max(delay, self.hint_ms / 1000)
+        delay = _next_poll(self.settings.poll, interval, self.hint_ms)
         return max(0.0, min(delay, self._hard_deadline(run) - time.time()))
 
     def _hard_deadline(self, run: models.Run | None) -> float:
@@ -590,13 +587,19 @@ class RunLoop:
                 return run
             if deadline is not None and time.time() >= deadline:
                 raise errors.RunError(f"run {run_id} on {thread_id} did not finish in time")
-            delay = interval
-            if response.poll_after_ms:
-                delay = max(delay, response.poll_after_ms / 1000)
-            await anyio.sleep(delay)
+            await anyio.sleep(_next_poll(poll, interval, response.poll_after_ms))
             interval = min(interval * poll.multiplier, poll.max_interval)
 
     async def _fetch_reply(self, run: models.Run) -> str | None:
         page = await self.client.list_messages(run.thread_id, run_id=run.id, order="asc")
         texts = [m.text for m in page.data if m.role == "assistant" and m.text]
         return "\n".join(texts) if texts else None
+
+
+def _next_poll(poll: config.PollConfig, interval: float, hint_ms: int | None) -> float:
+    """Seconds to the next poll: the back-off interval with jitter, never sooner than the
+    server's ``openai-poll-after-ms`` when it is honoured."""
+    delay = interval * random.uniform(1 - poll.jitter, 1 + poll.jitter)
+    if poll.honour_server_hint and hint_ms is not None and hint_ms > 0:
+        delay = max(delay, hint_ms / 1000)
+    return delay
