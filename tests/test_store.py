@@ -265,9 +265,13 @@ async def test_max_attempts_fails_the_job(st: JobStore, t0: float) -> None:
     await claim(st, "w1", t0, max_attempts=2)
     await claim(st, "w2", t0 + LEASE, max_attempts=2)
     fresh = await st.enqueue(hello())
-    # The third try: doomed ends FAILED, and the same call hands out the next job.
+    # The third try: doomed ends FAILED and comes back as such (so that the caller cancels its
+    # run); the next call hands out the next job.
+    gave_up = await claim(st, "w3", t0 + 2 * LEASE, max_attempts=2)
+    assert (gave_up.id, gave_up.state) == (doomed, JobState.FAILED)
     assert (await claim(st, "w3", t0 + 2 * LEASE, max_attempts=2)).id == fresh
     job = await st.get(doomed)
+    assert job == gave_up
     assert job is not None
     assert job.state is JobState.FAILED
     assert job.result is not None

@@ -19,7 +19,8 @@ Guarantees every implementation gives (memory, SQLite, and later PostgreSQL via 
 * **De-duplication.** ``enqueue(..., queueing_lock=k)`` refuses (``errors.AlreadyEnqueued``) while
   another *queued* job holds ``k`` (procrastinate's ``queueing_lock``).
 * **Bounded retries.** ``claim(..., max_attempts=n)`` ends a job FAILED instead of starting its
-  attempt ``n + 1``. ``release`` (graceful shutdown) gives its attempt back.
+  attempt ``n + 1``, and returns that FAILED snapshot so the caller can cancel its run.
+  ``release`` (graceful shutdown) gives its attempt back.
 * **A round lifecycle in the ledger.** Before a tool round runs, ``begin_calls`` records each call
   as begun under the claim (fenced, and refused once the lease has lapsed), which also counts the
   call's attempts; ``save_output`` stores each output before it is submitted; ``mark_submitted``
@@ -323,7 +324,9 @@ class JobStore(Protocol):
 
         Claimable: QUEUED, or RUNNING with an expired lease, and no other job on its thread
         RUNNING under a live lease. The claim sets state RUNNING, the lease, ``epoch + 1`` and
-        ``attempts + 1``. A job that already had ``max_attempts`` attempts ends FAILED instead.
+        ``attempts + 1``. A job that already had ``max_attempts`` attempts ends FAILED instead,
+        and that FAILED snapshot is returned (not claimed): the caller cancels the run it may
+        have left holding its thread, then claims again.
         """
         ...
 

@@ -130,9 +130,8 @@ class MemoryStore:
                 continue
             if max_attempts is not None and job.attempts >= max_attempts:
                 result = base.exhausted_result(job.attempts)
-                self._put(_end(job, base.JobState.FAILED, result, now))
                 self._log(job.id, job.epoch, f"failed: {result.last_error}", now)
-                continue
+                return self._put(_end(job, base.JobState.FAILED, result, now))
             previous = job.lease_owner if expired else None
             claimed = self._put(
                 _replace(

@@ -196,7 +196,7 @@ class SqliteStore:
                         result = base.exhausted_result(job.attempts)
                         schema.end(conn, job.id, base.JobState.FAILED, result, at)
                         schema.log(conn, job.id, job.epoch, f"failed: {result.last_error}", at)
-                        continue
+                        return self._select(conn, job.id)
                     claimed = msgspec.structs.replace(
                         job,
                         state=base.JobState.RUNNING,
