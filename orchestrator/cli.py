@@ -116,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state", choices=[s.value for s in store_base.JobState])
     p.add_argument("--limit", type=int, default=50)
 
+    sub.add_parser("migrate", help="create or upgrade the store's schema (PostgreSQL: required)")
+
     p = sub.add_parser("emulator", help="serve the local Assistants API emulator")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8089)
@@ -329,6 +331,12 @@ async def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_migrate(cfg: config.Config, args: argparse.Namespace) -> int:
+    for line in await store.migrate(cfg.worker):
+        print(line)
+    return 0
+
+
 def _when(at: float) -> str:
     import datetime
 
@@ -400,6 +408,7 @@ _COMMANDS = {
     "worker": cmd_worker,
     "enqueue": cmd_enqueue,
     "status": cmd_status,
+    "migrate": cmd_migrate,
     "emulator": cmd_emulator,
     "demo": cmd_demo,
 }

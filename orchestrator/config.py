@@ -198,7 +198,13 @@ class WorkerConfig(_Section, frozen=True):
 
     store: Literal["sqlite", "postgres", "memory"] = "sqlite"
     sqlite_path: str = "orchestrator.sqlite3"
+    #: libpq connection string or URL of the PostgreSQL store. Keep the password out of it
+    #: (``PGPASSWORD`` or ``~/.pgpass``); ``ORCHESTRATOR_WORKER__POSTGRES_DSN`` overrides it.
     postgres_dsn: str | None = None
+    #: Connections per worker process (None: ``concurrency + 2``, at most 20).
+    postgres_pool_size: int | None = None
+    #: Seconds to wait for a PostgreSQL connection, at start and for each call.
+    postgres_connect_timeout: float = 10.0
     #: Runs driven at once.
     concurrency: int = 32
     #: A job whose owner stops heartbeating is taken over after this many seconds.
@@ -217,6 +223,9 @@ class WorkerConfig(_Section, frozen=True):
         _positive(self.concurrency, "worker.concurrency")
         _positive(self.lease_seconds, "worker.lease_seconds")
         _positive(self.heartbeat_seconds, "worker.heartbeat_seconds")
+        _positive(self.postgres_connect_timeout, "worker.postgres_connect_timeout")
+        if self.postgres_pool_size is not None:
+            _positive(self.postgres_pool_size, "worker.postgres_pool_size")
         if self.heartbeat_seconds >= self.lease_seconds:
             raise errors.ConfigError("worker.heartbeat_seconds: must be < worker.lease_seconds")
         if self.store == "postgres" and not self.postgres_dsn:

@@ -32,11 +32,17 @@ def done(status: str = "completed") -> JobResult:
     return JobResult(status=status, reply="hi", tool_calls=1)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def st(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    impl: JobStore = (
-        store.MemoryStore() if request.param == "memory" else store.SqliteStore(tmp_path / "j.db")
-    )
+    impl: JobStore
+    if request.param == "memory":
+        impl = store.MemoryStore()
+    elif request.param == "sqlite":
+        impl = store.SqliteStore(tmp_path / "j.db")
+    else:
+        from orchestrator.store.postgres import PostgresStore
+
+        impl = PostgresStore(request.getfixturevalue("pg_dsn"))
     async with impl:
         yield impl
 
@@ -680,6 +686,10 @@ def test_open_store_factory(tmp_path: Path) -> None:
     assert isinstance(sqlite_store, store.SqliteStore)
     assert sqlite_store.path == str(tmp_path / "x.db")
     assert isinstance(store.open_store(config.WorkerConfig(store="memory")), store.MemoryStore)
-    postgres = config.WorkerConfig(store="postgres", postgres_dsn="postgresql://localhost/x")
-    with pytest.raises(errors.ConfigError, match="not available yet"):
-        store.open_store(postgres)
+    postgres = config.WorkerConfig(
+        store="postgres", postgres_dsn="postgresql://u:pw@db.example:5433/jobs", concurrency=4
+    )
+    pytest.importorskip("procrastinate", reason="the postgres extra is not installed")
+    pg_store = store.open_store(postgres)
+    assert repr(pg_store) == "PostgresStore('u@db.example:5433/jobs')"  # never the password
+    assert pg_store.pool_size == 6  # type: ignore[attr-defined]

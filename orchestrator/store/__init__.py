@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 from orchestrator import config, errors
 from orchestrator.store import base, memory, sqlite, sqlite_schema
 from orchestrator.store.base import (
@@ -38,6 +40,7 @@ __all__ = [
     "decode_spec",
     "encode_spec",
     "memory",
+    "migrate",
     "open_store",
     "sqlite",
     "sqlite_schema",
@@ -52,4 +55,36 @@ def open_store(worker: config.WorkerConfig) -> JobStore:
         case "memory":
             return MemoryStore()
         case "postgres":
-            raise errors.ConfigError("worker.store: 'postgres' is not available yet")
+            postgres = _postgres()
+            assert worker.postgres_dsn is not None  # WorkerConfig requires it for postgres
+            impl: JobStore = postgres.PostgresStore(
+                worker.postgres_dsn,
+                pool_size=worker.postgres_pool_size or min(worker.concurrency + 2, 20),
+                connect_timeout=worker.postgres_connect_timeout,
+            )
+            return impl
+
+
+def _postgres() -> types.ModuleType:
+    try:
+        from orchestrator.store import postgres
+    except ImportError as exc:
+        raise errors.ConfigError(
+            f"worker.store: 'postgres' needs the postgres extra ({exc.name} is missing):"
+            " pip install 'run-orchestrator[postgres]'"
+        ) from exc
+    return postgres
+
+
+async def migrate(worker: config.WorkerConfig) -> list[str]:
+    """Create or upgrade the schema of the store ``worker.store`` names; what was done."""
+    if worker.store == "memory":
+        return ["memory store: nothing to migrate"]
+    if worker.store == "sqlite":
+        async with SqliteStore(worker.sqlite_path):  # SQLite migrates when it opens
+            pass
+        return [f"sqlite {worker.sqlite_path}: schema version {sqlite_schema.SCHEMA_VERSION}"]
+    postgres = _postgres()
+    assert worker.postgres_dsn is not None
+    done: list[str] = await postgres.migrate(worker.postgres_dsn)
+    return done
