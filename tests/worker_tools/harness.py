@@ -54,23 +54,21 @@ def write_config(path: Path, *, base_url: str, db: Path, **worker: Any) -> Path:
     return path
 
 
-def worker_env() -> dict[str, str]:
+def worker_env(**extra: str) -> dict[str, str]:
     """The test's environment with our tools importable and no stray orchestrator settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+    env.update(extra)
     env["OPENAI_API_KEY"] = "sk-worker-test"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
     return env
 
 
 @asynccontextmanager
-async def worker_process(cfg: Path, log: IO[bytes], *args: str) -> AsyncIterator[anyio.abc.Process]:
+async def worker_process(
+    cfg: Path, log: IO[bytes], *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[anyio.abc.Process]:
     """``orchestrator --config cfg worker ARGS`` as a subprocess, killed on the way out."""
-    command = [sys.executable, "-m", "orchestrator.cli", "--config", str(cfg), "worker", *args]
-    log.write(f"\n===== {' '.join(command[3:])}\n".encode())
-    log.flush()
-    proc = await anyio.open_process(
-        command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=worker_env()
-    )
+    proc = await spawn_worker(cfg, log, *args, env=env)
     try:
         yield proc
     finally:
@@ -79,6 +77,18 @@ async def worker_process(cfg: Path, log: IO[bytes], *args: str) -> AsyncIterator
         with anyio.CancelScope(shield=True):
             await proc.wait()
         await proc.aclose()
+
+
+async def spawn_worker(
+    cfg: Path, log: IO[bytes], *args: str, env: dict[str, str] | None = None
+) -> anyio.abc.Process:
+    """``orchestrator --config cfg worker ARGS`` as a subprocess (the caller ends it)."""
+    command = [sys.executable, "-m", "orchestrator.cli", "--config", str(cfg), "worker", *args]
+    log.write(f"\n===== {' '.join(command[3:])}\n".encode())
+    log.flush()
+    return await anyio.open_process(
+        command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=worker_env(**(env or {}))
+    )
 
 
 def call(path: Path, pause: float = 0.0, marker: Path | None = None) -> dict[str, Any]:

@@ -35,6 +35,33 @@ def _lines(path: str) -> list[str]:
         return []
 
 
+#: Set by the PostgreSQL crash test: each call first asks the database whether its worker still
+#: holds the job, and writes the answer to ``<path>.claims`` (see ``check_claim_at_start``).
+CLAIM_CHECK_DSN = "ORCH_TEST_CLAIM_CHECK_DSN"
+
+
+def check_claim_at_start(ctx: tools.ToolContext, path: str) -> None:
+    """Record whether this process held the call's job (RUNNING, our lease) as the call started.
+
+    The lease owner is the worker id, ``<host>-<pid>-<suffix>``; a worker paused past its lease
+    and taken over must not start a call, so ``stale`` lines are what the test forbids.
+    """
+    dsn = os.environ.get(CLAIM_CHECK_DSN)
+    if not dsn:
+        return
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT state, lease_owner, epoch FROM orchestrator_jobs WHERE run_id = %s",
+            (ctx.run_id,),
+        ).fetchone()
+    held = row is not None and row[0] == "running" and f"-{os.getpid()}-" in (row[1] or "")
+    verdict = "held" if held else "stale"
+    with open(path + ".claims", "a", encoding="utf-8") as f:
+        f.write(f"{ctx.tool_call_id} {os.getpid()} {verdict} {row}\n")
+
+
 @tools.tool
 def append_line(ctx: tools.ToolContext, path: str, pause: float = 0.0, marker: str = "") -> str:
     """Append this call's id to a file, once per call even when the call is resumed.
@@ -44,6 +71,7 @@ def append_line(ctx: tools.ToolContext, path: str, pause: float = 0.0, marker: s
         pause: Seconds to wait after the append: widens the window between side effect and submit.
         marker: A file created once the side effect is done, for tests to wait on.
     """
+    check_claim_at_start(ctx, path)
     line = ctx.tool_call_id
     if ctx.attempt > 1 and line in _lines(path):
         _journal(path, f"{line} {ctx.attempt} {os.getpid()} skipped")
