@@ -261,8 +261,9 @@ async def test_a_database_restart_loses_no_job_and_workers_recover(
                 try:
                     async with PostgresStore(pg_dsn) as st:
                         with anyio.fail_after(60):  # some jobs in flight, some still queued
-                            while True:
-                                if (await st.counts())[JobState.RUNNING] >= 4:
+                            while True:  # every worker started and holds a job
+                                running = await st.list_jobs(state=JobState.RUNNING)
+                                if len({j.lease_owner for j in running}) == WORKERS:
                                     break
                                 await anyio.sleep(0.05)
                     pg_server.stop()

@@ -136,10 +136,18 @@ class PostgresStore(PostgresBase):
                 if job is None:
                     continue
                 if max_attempts is not None and job.attempts >= max_attempts:
+                    # Returned FAILED, not claimed: the caller cancels the run it may have left.
                     result = base.exhausted_result(job.attempts)
                     await self._end(conn, job, base.JobState.FAILED, result, at)
                     await self._log(conn, job.id, job.epoch, f"failed: {result.last_error}", at)
-                    continue
+                    return msgspec.structs.replace(
+                        job,
+                        state=base.JobState.FAILED,
+                        result=result,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        updated_at=at,
+                    )
                 return await self._take(conn, job, worker_id, lease_seconds, at)
 
         return await self._run(op, write=True)
