@@ -187,3 +187,19 @@ async def test_open_store_reads_the_dsn_from_the_environment(pg_dsn: str) -> Non
     async with store.open_store(cfg.worker) as st:
         assert isinstance(st, PostgresStore)
         assert (await st.counts())[JobState.QUEUED] == 0
+
+
+async def test_dead_procrastinate_workers_are_pruned_and_a_pruned_one_registers_again(
+    pg_dsn: str,
+) -> None:
+    async with PostgresStore(pg_dsn) as st:
+        await st.enqueue(hello())
+        # A worker killed long ago left its row; ours was pruned by someone else meanwhile.
+        sql(pg_dsn, "INSERT INTO procrastinate_workers (last_heartbeat) VALUES ('2000-01-01')")
+        sql(pg_dsn, "DELETE FROM procrastinate_workers WHERE last_heartbeat > '2000-01-01'")
+        st._beaten_at = float("-inf")  # due for its heartbeat
+        job = await st.claim("w1", lease_seconds=LEASE)
+        assert job is not None
+        rows = sql(pg_dsn, "SELECT id FROM procrastinate_workers")
+        assert rows == [(st._worker_id,)]
+        assert sql(pg_dsn, "SELECT worker_id FROM procrastinate_jobs") == rows

@@ -126,9 +126,10 @@ class PostgresStore(PostgresBase):
                     new_queue_name=None,
                     new_lock=None,
                 )
+            pworker = await self._beat(conn, lease_seconds)
             while True:
                 fetched = await self._query_one(
-                    conn, "fetch_job", queues=[schema.QUEUE], worker_id=self._worker_id
+                    conn, "fetch_job", queues=[schema.QUEUE], worker_id=pworker
                 )
                 if fetched["id"] is None:
                     return None
@@ -220,7 +221,7 @@ class PostgresStore(PostgresBase):
                 if job is not None:
                     message = base.stale_message("heartbeat", epoch, job.epoch, job.state)
                     await self._log(conn, job_id, epoch, message, at)
-            await self._query_one(conn, "update_heartbeat", worker_id=self._worker_id)
+            await self._beat(conn, lease_seconds)
             return held
 
         return set() if not pairs else await self._run(op, write=True)

@@ -28,6 +28,11 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
 _result_encoder: Final = msgspec.json.Encoder()
+#: Seconds between heartbeats of our procrastinate worker row.
+BEAT_SECONDS: Final = 5.0
+#: A procrastinate worker row without a heartbeat for this many leases (at least a minute) is
+#: a dead worker's.
+STALE_WORKER: Final = 10
 _PSYCOPG_ERRORS: Final = (psycopg.Error, psycopg_pool.PoolTimeout, pexc.ConnectorException)
 
 
@@ -65,6 +70,8 @@ class PostgresBase:
         self._connector: procrastinate.PsycopgConnector | None = None
         self._app: procrastinate.App | None = None
         self._worker_id: int | None = None
+        #: ``time.monotonic()`` of our last procrastinate worker heartbeat.
+        self._beaten_at = float("-inf")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.where!r})"
@@ -82,6 +89,12 @@ class PostgresBase:
             "autocommit": True,
             "connect_timeout": max(1, round(self.connect_timeout)),
             "options": f"-c idle_in_transaction_session_timeout={ms}",
+            # A partition must fail calls (the worker retries) rather than hang them.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 15_000,
         }
 
     async def __aenter__(self) -> Self:
@@ -139,6 +152,33 @@ class PostgresBase:
     async def _register(self, conn: Conn) -> int:
         row = await self._query_one(conn, "register_worker")
         return int(row["worker_id"])
+
+    async def _beat(self, conn: Conn, lease_seconds: float) -> int:
+        """Our procrastinate worker id, its heartbeat renewed every few seconds.
+
+        Rows of dead workers (killed, never unregistered) are pruned after ``STALE_WORKER``
+        leases, which also clears their id from procrastinate's jobs; a worker pruned while it
+        was frozen registers again here.
+        """
+        worker_id = self._worker_id
+        if worker_id is not None and time.monotonic() - self._beaten_at < BEAT_SECONDS:
+            return worker_id
+        stale = max(STALE_WORKER * lease_seconds, 60.0)
+        assert self._connector is not None
+        await self._connector.execute_query_all_async_with_connection(
+            conn,
+            procrastinate.sql.queries["prune_stalled_workers"],
+            seconds_since_heartbeat=stale,
+        )
+        cur = await conn.execute(
+            "UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = %s RETURNING id",
+            (worker_id,),
+        )
+        if await cur.fetchone() is None:
+            worker_id = self._worker_id = await self._register(conn)
+        self._beaten_at = time.monotonic()
+        assert worker_id is not None
+        return worker_id
 
     async def _unregister(self, conn: Conn) -> None:
         await self._query_one(conn, "unregister_worker", worker_id=self._worker_id)
