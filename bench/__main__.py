@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "scale": "bench.scale",
     "dispatch_overhead": "bench.dispatch_overhead",
     "emulator_throughput": "bench.emulator_throughput",
+    "worker_store": "bench.worker_store",
 }
 
 

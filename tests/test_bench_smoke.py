@@ -102,3 +102,13 @@ def test_emulator_throughput_serves_both_kinds(measured: dict[str, Future[Any]])
         assert r.errors == 0
     section = emulator_throughput.report(THROUGHPUT, results)
     assert "B5 emulator" in rendered("emulator_throughput", section)
+
+
+@pytest.mark.postgres
+def test_worker_store_runs_jobs_through_both_stores(pg_server: Any) -> None:
+    from bench import worker_store
+
+    params = worker_store.Params(jobs=4, setups=(("sqlite", 1), ("postgres", 2)), concurrency=4)
+    section = worker_store.measure(params)
+    assert [row[0] for row in section.rows] == ["sqlite, 1 worker", "postgres, 2 workers"]
+    assert "B6 worker store" in rendered("worker_store", section)
