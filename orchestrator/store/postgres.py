@@ -113,10 +113,12 @@ class PostgresStore(PostgresBase):
         now: float | None = None,
     ) -> base.Job | None:
         async def op(conn: Conn) -> base.Job | None:
-            at = await self._clock(conn, now)
             # The sweep: lapsed leases go back to procrastinate's queue (see the module doc).
-            cur = await conn.execute(schema.EXPIRED, {"now": at})
-            for (pid,) in await cur.fetchall():
+            cur = await conn.execute(schema.SWEEP, {"now": now})
+            row = await cur.fetchone()
+            assert row is not None
+            at, expired = float(row[0]), row[1]
+            for pid in expired:
                 await self._query_one(
                     conn,
                     "retry_job",
@@ -205,9 +207,9 @@ class PostgresStore(PostgresBase):
         pairs = list(leases)
 
         async def op(conn: Conn) -> set[str]:
-            at = await self._clock(conn, now)
+            at = time.time()  # for history lines only
             args = {
-                "now": at,
+                "now": now,
                 "lease": lease_seconds,
                 "ids": [job_id for job_id, _ in pairs],
                 "epochs": [epoch for _, epoch in pairs],
@@ -267,20 +269,10 @@ class PostgresStore(PostgresBase):
                 lease_owner=None,
                 lease_expires_at=None,
             )
-            pjob = await self._pid(conn, job_id)
-            if pjob is not None and pjob[1] == "doing":
-                await self._query_one(
-                    conn,
-                    "retry_job",
-                    job_id=pjob[0],
-                    retry_at=None,
-                    new_priority=None,
-                    new_queue_name=None,
-                    new_lock=None,
-                )
-            if pjob is not None and job.queueing_lock is not None:
+            await conn.execute(schema.RETRY, {"id": job_id})
+            if job.queueing_lock is not None:
                 await conn.execute(
-                    schema.RESTORE_QUEUEING_LOCK, {"lock": job.queueing_lock, "pid": pjob[0]}
+                    schema.RESTORE_QUEUEING_LOCK, {"lock": job.queueing_lock, "id": job_id}
                 )
             await self._log(conn, job_id, epoch, f"released by {job.lease_owner}", time.time())
 
@@ -330,12 +322,11 @@ class PostgresStore(PostgresBase):
 
     async def append_history(self, job_id: str, epoch: int, message: str) -> None:
         async def op(conn: Conn) -> None:
-            cur = await conn.execute("SELECT 1 FROM orchestrator_jobs WHERE id = %s", (job_id,))
-            if await cur.fetchone() is None:
+            cur = await conn.execute(schema.APPEND, (time.time(), epoch, message, job_id))
+            if cur.rowcount == 0:
                 raise errors.StoreError(f"PostgreSQL {self.where}: no job {job_id!r}")
-            await self._log(conn, job_id, epoch, message, time.time())
 
-        await self._run(op, write=True)
+        await self._run(op)  # one statement: no transaction needed
 
     async def counts(self) -> dict[base.JobState, int]:
         async def op(conn: Conn) -> dict[base.JobState, int]:
@@ -393,8 +384,7 @@ class PostgresStore(PostgresBase):
         ids = list(dict.fromkeys(tool_call_ids))  # one row may be touched once per statement
 
         async def op(conn: Conn) -> dict[str, int]:
-            job = await self._fence(conn, job_id, epoch, "begin_calls")
-            at = await self._clock(conn, now)
+            job, at = await self._fence_at(conn, job_id, epoch, "begin_calls", now)
             if job.lease_expires_at is None or job.lease_expires_at <= at:
                 message = base.lapsed_message("begin_calls", epoch, job.lease_expires_at)
                 await self._log(conn, job_id, epoch, message, at)

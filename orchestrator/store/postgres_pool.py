@@ -28,6 +28,8 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
 _result_encoder: Final = msgspec.json.Encoder()
+#: A pooled connection idle this long is checked (one round trip) before it is handed out.
+CHECK_AFTER_IDLE: Final = 1.0
 #: Seconds between heartbeats of our procrastinate worker row.
 BEAT_SECONDS: Final = 5.0
 #: A procrastinate worker row without a heartbeat for this many leases (at least a minute) is
@@ -70,6 +72,8 @@ class PostgresBase:
         self._connector: procrastinate.PsycopgConnector | None = None
         self._app: procrastinate.App | None = None
         self._worker_id: int | None = None
+        #: ``time.monotonic()`` at which each pooled connection (by id) was last returned.
+        self._last_used: dict[int, float] = {}
         #: ``time.monotonic()`` of our last procrastinate worker heartbeat.
         self._beaten_at = float("-inf")
 
@@ -121,7 +125,8 @@ class PostgresBase:
             max_size=self.pool_size,
             kwargs=self._session(),
             timeout=self.connect_timeout,
-            check=psycopg_pool.AsyncConnectionPool.check_connection,
+            check=self._check,
+            reset=self._returned,
             open=False,
         )
         try:
@@ -148,6 +153,16 @@ class PostgresBase:
                 await self._run(self._unregister)
             self._pool = None
             await pool.close()
+
+    async def _returned(self, conn: Conn) -> None:
+        self._last_used[id(conn)] = time.monotonic()
+
+    async def _check(self, conn: Conn) -> None:
+        """Before a checkout: a round trip to a connection that sat idle (after a database
+        restart it is dead, and is replaced instead of failing the call); recently used ones
+        are trusted, which saves a round trip on nearly every call."""
+        if time.monotonic() - self._last_used.get(id(conn), float("-inf")) > CHECK_AFTER_IDLE:
+            await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
     async def _register(self, conn: Conn) -> int:
         row = await self._query_one(conn, "register_worker")
@@ -208,7 +223,9 @@ class PostgresBase:
                 if not write:
                     return await fn(conn)
                 lost: errors.LeaseLost | None = None
-                async with conn.transaction():
+                # Pipeline mode: statements whose results nobody waits for (BEGIN, the writes
+                # after a fence, the history line, COMMIT) share round trips.
+                async with conn.pipeline(), conn.transaction():
                     try:
                         return await fn(conn)
                     except errors.LeaseLost as exc:
@@ -221,15 +238,6 @@ class PostgresBase:
             except _PSYCOPG_ERRORS as exc:
                 raise self._error(exc) from exc
         return result
-
-    @staticmethod
-    async def _clock(conn: Conn, now: float | None) -> float:
-        if now is not None:
-            return now
-        cur = await conn.execute(f"SELECT {schema.NOW}")
-        row = await cur.fetchone()
-        assert row is not None
-        return float(row[0])
 
     def _job(self, row: Sequence[Any]) -> base.Job:
         fields = dict(zip(schema.NAMES, row, strict=True))
@@ -261,25 +269,29 @@ class PostgresBase:
         )
 
     async def _fence(self, conn: Conn, job_id: str, epoch: int, op: str) -> base.Job:
-        job = await self._select(conn, job_id, lock=True)
+        """The job, locked, while ``epoch`` holds it; else its stale line and ``LeaseLost``."""
+        job, _ = await self._fence_at(conn, job_id, epoch, op, None)
+        return job
+
+    async def _fence_at(
+        self, conn: Conn, job_id: str, epoch: int, op: str, now: float | None
+    ) -> tuple[base.Job, float]:
+        """``_fence``, and the time: ``now``, or the database clock (no extra round trip)."""
+        cur = await conn.execute(
+            f"SELECT {schema.COLUMNS}, coalesce(%s::double precision, {schema.NOW})"
+            " FROM orchestrator_jobs WHERE id = %s FOR UPDATE",
+            (now, job_id),
+        )
+        row = await cur.fetchone()
+        job = None if row is None else self._job(row[:-1])
         if job is None:
             raise errors.StoreError(f"PostgreSQL {self.where}: no job {job_id!r}")
         if job.state is base.JobState.RUNNING and job.epoch == epoch:
-            return job
+            assert row is not None
+            return job, float(row[-1])
         message = base.stale_message(op, epoch, job.epoch, job.state)
         await self._log(conn, job_id, epoch, message, time.time())
         raise errors.LeaseLost(f"job {job_id}: {message}", job_id=job_id, epoch=epoch)
-
-    async def _pid(self, conn: Conn, job_id: str) -> tuple[int, str] | None:
-        """The job's procrastinate job id and status (locked), if procrastinate still has it."""
-        cur = await conn.execute(
-            "SELECT p.id, p.status FROM orchestrator_jobs AS o"
-            " JOIN procrastinate_jobs AS p ON p.id = o.procrastinate_id"
-            " WHERE o.id = %s FOR UPDATE OF p",
-            (job_id,),
-        )
-        row = await cur.fetchone()
-        return None if row is None else (int(row[0]), str(row[1]))
 
     async def _end(
         self, conn: Conn, job: base.Job, state: base.JobState, result: base.JobResult, at: float
@@ -290,8 +302,4 @@ class PostgresBase:
             " lease_expires_at = NULL, updated_at = %s WHERE id = %s",
             (state.value, _result_encoder.encode(result), at, job.id),
         )
-        pjob = await self._pid(conn, job.id)
-        if pjob is not None and pjob[1] in ("todo", "doing"):
-            await self._query_one(
-                conn, "finish_job", job_id=pjob[0], status=state.value, delete_job=False
-            )
+        await conn.execute(schema.FINISH, {"id": job.id, "status": state.value})

@@ -151,21 +151,35 @@ VALUES (%(pid)s, %(id)s, %(spec)s, 'queued', 0, %(thread_id)s, %(run_id)s, NULL,
         %(now)s, %(now)s, %(queueing_lock)s)
 """
 
-# Running jobs whose lease lapsed while procrastinate still has them "doing": handed back to
-# procrastinate's queue so that its fetch (locks and order included) hands them out again.
-EXPIRED: Final = """
-SELECT p.id FROM orchestrator_jobs AS o JOIN procrastinate_jobs AS p ON p.id = o.procrastinate_id
-WHERE o.state = 'running' AND o.lease_expires_at <= %(now)s AND p.status = 'doing'
-ORDER BY o.seq
-FOR UPDATE OF o, p SKIP LOCKED
+# The claim's clock, and the running jobs whose lease lapsed while procrastinate still has them
+# "doing" (handed back to procrastinate's queue so that its fetch, locks and order included,
+# hands them out again).
+SWEEP: Final = f"""
+WITH clock AS (SELECT coalesce(%(now)s::double precision, {NOW}) AS at),
+expired AS (
+    SELECT p.id FROM orchestrator_jobs AS o
+    JOIN procrastinate_jobs AS p ON p.id = o.procrastinate_id
+    WHERE o.state = 'running' AND o.lease_expires_at <= (SELECT at FROM clock)
+      AND p.status = 'doing'
+    ORDER BY o.seq
+    FOR UPDATE OF o, p SKIP LOCKED
+)
+SELECT clock.at, array(SELECT id FROM expired) FROM clock
 """
 
-HEARTBEAT: Final = """
-UPDATE orchestrator_jobs AS o SET lease_expires_at = %(now)s + %(lease)s, updated_at = %(now)s
-FROM unnest(%(ids)s::text[], %(epochs)s::integer[]) AS l (id, epoch), procrastinate_jobs AS p
+HEARTBEAT: Final = f"""
+WITH clock AS (SELECT coalesce(%(now)s::double precision, {NOW}) AS at)
+UPDATE orchestrator_jobs AS o SET lease_expires_at = clock.at + %(lease)s, updated_at = clock.at
+FROM clock, unnest(%(ids)s::text[], %(epochs)s::integer[]) AS l (id, epoch), procrastinate_jobs AS p
 WHERE o.id = l.id AND o.epoch = l.epoch AND o.state = 'running'
   AND p.id = o.procrastinate_id AND p.status = 'doing'
 RETURNING o.id
+"""
+
+# A line for an existing job only (no row: no such job).
+APPEND: Final = """
+INSERT INTO orchestrator_job_events (job_id, at, epoch, message)
+SELECT id, %s, %s, %s FROM orchestrator_jobs WHERE id = %s
 """
 
 LOG: Final = (
@@ -199,11 +213,24 @@ FROM unnest(%(ids)s::text[]) AS call_id
 ON CONFLICT (run_id, tool_call_id) DO UPDATE SET submitted = true
 """
 
+# procrastinate's own functions on the job's procrastinate job, when procrastinate still has it
+# in a state they accept.
+FINISH: Final = """
+SELECT procrastinate_finish_job_v1(p.id, %(status)s::procrastinate_job_status, false)
+FROM orchestrator_jobs AS o JOIN procrastinate_jobs AS p ON p.id = o.procrastinate_id
+WHERE o.id = %(id)s AND p.status IN ('todo', 'doing')
+"""
+RETRY: Final = """
+SELECT procrastinate_retry_job_v2(p.id, NULL, NULL, NULL, NULL)
+FROM orchestrator_jobs AS o JOIN procrastinate_jobs AS p ON p.id = o.procrastinate_id
+WHERE o.id = %(id)s AND p.status = 'doing'
+"""
+
 # A job handed back to the queue holds its queueing lock again, unless another queued job
 # took it meanwhile (procrastinate allows one queued job per lock; release must not fail).
 RESTORE_QUEUEING_LOCK: Final = """
-UPDATE procrastinate_jobs AS p SET queueing_lock = %(lock)s
-WHERE p.id = %(pid)s AND NOT EXISTS (
+UPDATE procrastinate_jobs AS p SET queueing_lock = %(lock)s FROM orchestrator_jobs AS o
+WHERE o.id = %(id)s AND p.id = o.procrastinate_id AND NOT EXISTS (
     SELECT 1 FROM procrastinate_jobs AS q WHERE q.queueing_lock = %(lock)s AND q.status = 'todo')
 """
 
