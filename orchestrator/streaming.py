@@ -240,7 +240,7 @@ def _stream_error(data: bytes, status: int, request_id: str | None) -> errors.St
     try:
         raw = _ERROR_DECODER.decode(data)
         body = raw.error or models.ErrorBody(raw.message, raw.type, raw.param, raw.code)
-    except msgspec.DecodeError:
+    except models.DECODE_FAILURES:
         body = models.ErrorBody(transport.excerpt(data))
     return errors.StreamError(
         body.message or "error event without a message",
@@ -271,8 +271,8 @@ def decode_event(
     decoder, make = entry
     try:
         return make(name, decoder.decode(data))
-    except msgspec.DecodeError as exc:
-        raise errors.DecodeError(f"{name} event: {exc}") from exc
+    except models.DECODE_FAILURES as exc:
+        raise errors.DecodeError(f"{name} event: {models.describe(exc)}") from exc
 
 
 # --- SSE framing -----------------------------------------------------------------------------

@@ -104,12 +104,13 @@ def excerpt(payload: bytes) -> str:
 
 
 def _error_body(payload: bytes) -> models.ErrorBody | None:
+    """The error object of an error answer; None when the body holds none we can read."""
     try:
         body = models.decoder(models.ErrorResponse).decode(payload).error
-    except msgspec.DecodeError:
+    except models.DECODE_FAILURES:
         try:  # some servers send the bare Error object
             body = models.decoder(models.ErrorBody).decode(payload)
-        except msgspec.DecodeError:
+        except models.DECODE_FAILURES:
             return None
     return body if body.message else None
 
@@ -313,14 +314,16 @@ class Transport:
             request_id = resp.headers.get("x-request-id")
             try:
                 data = models.decoder(type_).decode(payload)
-            except msgspec.DecodeError as exc:
+            except models.DECODE_FAILURES as exc:
                 rid = f" (request {request_id})" if request_id else ""
-                error = errors.DecodeError(f"{endpoint}{rid}: {type_.__name__}: {exc}")
+                why = models.describe(exc)
+                error = errors.DecodeError(f"{endpoint}{rid}: {type_.__name__}: {why}")
                 error.__cause__ = exc
-                if method == "GET" and not isinstance(exc, msgspec.ValidationError):
+                malformed = isinstance(exc, msgspec.DecodeError)  # not too deep, not bad UTF-8
+                if method == "GET" and malformed and not isinstance(exc, msgspec.ValidationError):
                     # A body cut short on the way is worth reading again; a POST is not
                     # repeated for it (the server has acted on it), nor a body of the wrong
-                    # shape (it would come back the same).
+                    # shape, nesting or encoding (it would come back the same).
                     raise retrying.Retryable(error) from exc
                 raise error from exc
             return Response(data, resp.status, request_id, _poll_after_ms(resp.headers))
