@@ -279,7 +279,7 @@ class _Job:
                 )
                 return self._result(call_id, tool.name, "", ToolError("unavailable", message))
             # from here the thread releases the slot when the body returns, however late
-            run_sync = functools.partial(tool_threads.run, release=release, name=tool.name)
+            run_sync = functools.partial(tool_threads.run, release=release)
         try:
             now = time.time()
             if self.cutoff is not None:

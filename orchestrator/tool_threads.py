@@ -5,8 +5,10 @@ abandoned body finally returns, so the concurrency slot of a timed-out call was 
 thread ran on (``tools.concurrency: 2`` let 40 bodies run at once), and anyio's worker threads
 are not daemons, so one body that never returns held up interpreter exit.
 
-Here each body gets a daemon thread, and ``release`` (the slot) is called once the body has
-really returned, however the awaiting side ended. Daemon, because an abandoned body has already
+Here each body runs on a daemon thread (idle ones are reused for a while, as anyio's are: a
+new thread per call cost about twice the dispatch time of trivial tools), and ``release`` (the
+slot) is called once the body has really returned, however the awaiting side ended. Daemon,
+because an abandoned body has already
 been reported as a timeout and nobody waits for its result: at exit it stops with the process,
 as it would on SIGKILL, instead of keeping a finished worker alive. (A tool with cleanup that
 must run should be async, or bound its own blocking calls.) The number of abandoned threads
@@ -19,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
@@ -47,6 +50,50 @@ class AbandonedThreads:
 
 #: The process's abandoned tool threads (a process-wide resource, hence one counter).
 abandoned = AbandonedThreads()
+
+#: Seconds an idle worker thread waits for another body before it ends.
+IDLE_SECONDS: Final = 10.0
+
+
+class _Workers:
+    """Daemon threads taking bodies from one queue; a new one starts when none is idle."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        #: Idle threads no job has been promised to (waiting threads = this + jobs queued).
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            reuse = self._idle > 0
+            if reuse:
+                self._idle -= 1
+        if reuse:
+            self._jobs.put(job)
+        else:
+            threading.Thread(
+                target=self._work, args=(job,), name="orchestrator tool", daemon=True
+            ).start()
+
+    def _work(self, job: Callable[[], None]) -> None:
+        while True:
+            job()
+            del job  # hold nothing of a finished call while idle
+            with self._lock:
+                self._idle += 1
+            while True:
+                try:
+                    job = self._jobs.get(timeout=IDLE_SECONDS)
+                    break
+                except queue.Empty:
+                    with self._lock:
+                        if self._idle > 0:  # no job is promised to a waiting thread: leave
+                            self._idle -= 1
+                            return
+
+
+_workers = _Workers()
 
 
 class _Call:
@@ -99,20 +146,18 @@ async def run(
     fn: Callable[[], Any],
     *,
     release: Callable[[], None],
-    name: str = "tool",
     counter: AbandonedThreads = abandoned,
 ) -> Any:
-    """Run ``fn`` on a new daemon thread and return (or raise) what it did.
+    """Run ``fn`` on a daemon thread and return (or raise) what it did.
 
     ``release`` is called exactly once, in the event loop, when ``fn`` has returned: before this
     coroutine returns, or later if it was cancelled first (the body is then abandoned, counted in
     ``counter`` until it returns).
     """
     call = _Call(fn, release, counter)
-    thread = threading.Thread(target=call.body, name=f"orchestrator {name}", daemon=True)
     try:
-        thread.start()
-    except BaseException:
+        _workers.submit(call.body)
+    except BaseException:  # no thread could be started
         release()
         raise
     try:
