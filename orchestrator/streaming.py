@@ -240,7 +240,7 @@ def _stream_error(data: bytes, status: int, request_id: str | None) -> errors.St
     try:
         raw = _ERROR_DECODER.decode(data)
         body = raw.error or models.ErrorBody(raw.message, raw.type, raw.param, raw.code)
-    except msgspec.DecodeError:
+    except models.DECODE_FAILURES:
         body = models.ErrorBody(transport.excerpt(data))
     return errors.StreamError(
         body.message or "error event without a message",
@@ -271,8 +271,8 @@ def decode_event(
     decoder, make = entry
     try:
         return make(name, decoder.decode(data))
-    except msgspec.DecodeError as exc:
-        raise errors.DecodeError(f"{name} event: {exc}") from exc
+    except models.DECODE_FAILURES as exc:
+        raise errors.DecodeError(f"{name} event: {models.describe(exc)}") from exc
 
 
 # --- SSE framing -----------------------------------------------------------------------------
@@ -290,29 +290,46 @@ class SSEDecoder:
 
     Lines end in LF, CRLF or CR; multi-line ``data`` joins with LF; ``:`` comments, ``id`` and
     ``retry`` are ignored; a blank line dispatches; a frame without data is dropped.
+
+    Each byte is searched for line ends once, when its chunk arrives: the unfinished last line
+    is kept as a list of pieces and joined once it ends, so a 4 MiB event costs linear time
+    whatever the chunk sizes (``scanned`` counts the bytes searched).
     """
 
-    __slots__ = ("_buffer", "_data", "_event", "_skip_lf", "_started")
+    __slots__ = ("_data", "_event", "_pending", "_skip_lf", "_started", "scanned")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._pending: list[bytes] = []  # pieces of the line not ended yet
         self._skip_lf = False  # the last chunk ended in CR: a leading LF is its pair
         self._started = False
         self._event: str | None = None
         self._data: list[bytes] = []
+        #: Bytes searched for line ends so far: at most twice the bytes fed.
+        self.scanned = 0
 
     def feed(self, chunk: bytes) -> list[SSEMessage]:
         """Parse a chunk; return the frames it completed."""
         if self._skip_lf and chunk:
             self._skip_lf = False
             chunk = chunk.removeprefix(b"\n")
-        text = self._buffer + chunk
-        if not text:
+        if not chunk:
             return []
-        self._skip_lf = text.endswith(b"\r")
-        lines = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        self._buffer = lines.pop()
-        if lines and not self._started:
+        self.scanned += len(chunk)  # the search for the last line end
+        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+        if end < 0:  # no line ends here: one more piece of the pending line
+            self._pending.append(chunk)
+            return []
+        self._skip_lf = end == len(chunk) - 1 and chunk[end] == 0x0D
+        head, rest = chunk[: end + 1], chunk[end + 1 :]
+        if self._pending:
+            self._pending.append(head)
+            head = b"".join(self._pending)
+        self._pending = [rest] if rest else []
+        self.scanned += len(head)  # the split into lines: each byte once, when its line ends
+        # only ``head`` is split; it ends in a line end, so the last piece is always empty
+        lines = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        lines.pop()
+        if not self._started:
             self._started = True
             lines[0] = lines[0].removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM may open the stream
         out: list[SSEMessage] = []

@@ -21,7 +21,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar, overload
 
 import anyio
@@ -162,21 +162,22 @@ class Tool(Generic[P, R]):
         values: msgspec.Struct,
         context: ToolContext,
         *,
-        thread_limiter: anyio.CapacityLimiter | None = None,
+        run_sync: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
     ) -> Any:
         """Run the function with decoded arguments: awaited, or in a worker thread if sync.
 
         A sync function is abandoned when the call is cancelled: its thread runs on.
+        ``run_sync`` runs a sync body (default: an anyio worker thread).
         """
         args, kwargs = self.arguments.bind(values, context)
         fn: Callable[..., Any] = self.fn
         if self.is_async:
             return await fn(*args, **kwargs)
-        result = await anyio.to_thread.run_sync(
-            functools.partial(fn, *args, **kwargs),
-            abandon_on_cancel=True,
-            limiter=thread_limiter,
-        )
+        body = functools.partial(fn, *args, **kwargs)
+        if run_sync is not None:
+            result = await run_sync(body)
+        else:
+            result = await anyio.to_thread.run_sync(body, abandon_on_cancel=True)
         if inspect.isawaitable(result):  # a sync wrapper handing back a coroutine
             return await result
         return result
