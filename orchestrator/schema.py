@@ -22,7 +22,7 @@ import msgspec
 
 from orchestrator import errors, pydantic_types, schema_rewrite
 
-__all__ = ["Arguments", "build"]
+__all__ = ["Arguments", "build", "unwrap_partial"]
 
 _EMPTY: Final = inspect.Parameter.empty
 
@@ -86,7 +86,7 @@ def build(
     except (TypeError, ValueError) as exc:
         raise errors.ToolDefinitionError(f"{where}: cannot read its signature: {exc}") from exc
     try:
-        hints = typing.get_type_hints(_unwrap_partial(fn), include_extras=True)
+        hints = typing.get_type_hints(unwrap_partial(fn), include_extras=True)
     except Exception as exc:
         raise errors.ToolDefinitionError(
             f"{where}: cannot resolve its type hints ({type(exc).__name__}: {exc}); "
@@ -235,7 +235,7 @@ def _check_return(hint: Any, where: str) -> None:
         ) from exc
 
 
-def _unwrap_partial(fn: Any) -> Any:
+def unwrap_partial(fn: Any) -> Any:
     """The function under ``functools.partial`` layers: it holds the type hints."""
     while isinstance(fn, functools.partial):
         fn = fn.func

@@ -123,7 +123,7 @@ class Tool(Generic[P, R]):
             )
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             raise errors.ToolDefinitionError(f"{qualname}: generators cannot be tools")
-        doc = docstrings.parse(inspect.getdoc(_unwrap_partial(fn)))
+        doc = docstrings.parse(inspect.getdoc(schema.unwrap_partial(fn)))
         self.description = description or doc.description or None
         self.strict = strict
         self.timeout = timeout
@@ -385,9 +385,3 @@ def _qualname(fn: Callable[..., Any]) -> str:
     if isinstance(fn, functools.partial):
         return f"functools.partial({_qualname(fn.func)})"
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-
-
-def _unwrap_partial(fn: Any) -> Any:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return fn
