@@ -100,7 +100,12 @@ async def test_raw_rounds_and_run_parameters(orchestrator: Orchestrator) -> None
     )
     assert run.result.outcome == "failed"
     assert run.rounds == []
-    assert run.result.run.metadata == {"case": "x", **Script({"fail": "server_error"}).metadata()}
+    metadata = run.result.run.metadata or {}
+    assert metadata["case"] == "x"
+    assert (
+        metadata["emulator_script"]
+        == Script({"fail": "server_error"}).metadata()["emulator_script"]
+    )
 
 
 def test_script_rounds_are_checked() -> None:
