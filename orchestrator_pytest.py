@@ -10,7 +10,8 @@ imported only when a test asks for one of these fixtures. Override any of them i
 - ``orchestrator``: an ``Orchestrator`` wired to all three, inside ``async with``.
 
 The async fixtures ask for ``anyio_backend``, so tests using them run under anyio's pytest
-plugin without a marker (on asyncio: aiohttp needs it).
+plugin without a marker. aiohttp needs asyncio: where trio is installed too, define
+``anyio_backend`` to return ``"asyncio"`` in your ``conftest.py``.
 """
 
 from __future__ import annotations

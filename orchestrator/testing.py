@@ -204,7 +204,7 @@ def _rounds(seen: list[events.Event]) -> list[list[Submitted]]:
 
 async def run_script(
     orch: orchestrator_mod.Orchestrator,
-    script: Script,
+    script: Script | None = None,
     *,
     message: str = "Hello",
     assistant_id: str | None = None,
@@ -212,7 +212,11 @@ async def run_script(
 ) -> ScriptedRun:
     """Run ``script`` on the emulator behind ``orch``: an assistant with the registry's tools
     (unless ``assistant_id`` is given), a new thread with ``message``, and one run driven to
-    its end. ``params`` are other create-run fields (``tools``, ``instructions``...)."""
+    its end. ``params`` are other create-run fields (``tools``, ``instructions``...).
+
+    Without a script the emulator's assistant calls every tool once, in one round, with
+    arguments made up from its schema: a smoke test that each tool takes what it declares.
+    """
     client = orch.client
     if assistant_id is None:
         assistant = await client.create_assistant(
@@ -221,7 +225,9 @@ async def run_script(
         assistant_id = assistant.id
     thread = await client.create_thread()
     seen: list[events.Event] = []
-    metadata = {**(params.pop("metadata", None) or {}), **script.metadata()}
+    metadata = {**(params.pop("metadata", None) or {})}
+    if script is not None:
+        metadata.update(script.metadata())
     result = await orch.run(
         thread_id=thread.id,
         assistant_id=assistant_id,

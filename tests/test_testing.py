@@ -108,6 +108,13 @@ async def test_raw_rounds_and_run_parameters(orchestrator: Orchestrator) -> None
     )
 
 
+async def test_without_a_script_every_tool_is_called_once(orchestrator: Orchestrator) -> None:
+    run = await testing.run_script(orchestrator)
+    assert run.ok
+    assert [sorted(s.name for s in r) for r in run.rounds] == [["add", "explode", "greet"]]
+    assert [s.error_type for s in run.rounds[0] if s.name != "explode"] == [None, None]
+
+
 def test_script_rounds_are_checked() -> None:
     with pytest.raises(ValueError, match="at least one round"):
         Script()

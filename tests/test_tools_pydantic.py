@@ -13,7 +13,7 @@ import msgspec
 import pydantic
 import pytest
 
-from orchestrator import errors, tools
+from orchestrator import Orchestrator, ToolRegistry, errors, testing, tools
 from orchestrator.tools import ToolContext
 
 
@@ -37,6 +37,11 @@ class Receipt(pydantic.BaseModel):
 
 class NotJSON:
     pass
+
+
+@pytest.fixture
+def tool_registry() -> ToolRegistry:
+    return ToolRegistry()
 
 
 def context() -> ToolContext:
@@ -105,6 +110,23 @@ def test_models_inside_containers_and_as_results() -> None:
     values = many.decode_arguments('{"addresses": [{"street": "a"}, {"street": "b"}]}')
     assert [a.city for a in values.addresses] == ["Paris", "Paris"]  # type: ignore[attr-defined]
     assert tools.encode_output([Receipt(order_id="x", total=1)]) == '[{"order_id":"x","total":1.0}]'
+
+
+async def test_the_emulator_makes_up_valid_arguments_for_model_parameters(
+    orchestrator: Orchestrator,
+) -> None:
+    registry = orchestrator.registry
+
+    @registry.tool
+    def place(order: Order, addresses: list[Address]) -> Receipt:
+        """Place an order."""
+        return Receipt(order_id="o1", total=float(order.quantity))
+
+    run = await testing.run_script(orchestrator)  # the tools called with synthesised arguments
+    assert run.ok
+    [[submitted]] = run.rounds
+    assert submitted.error_type is None, submitted.output
+    assert json.loads(submitted.output)["order_id"] == "o1"
 
 
 # --- return annotations -----------------------------------------------------------------------
