@@ -264,10 +264,12 @@ class ToolRegistry:
                 on_error=on_error,
             )
         existing = self._tools.get(new.name)
-        if existing is not None and _qualname(existing.fn) == _qualname(new.fn):
+        if existing is None or existing is new:
+            pass
+        elif _qualname(existing.fn) == _qualname(new.fn):
             # the same function defined again (module reload, a notebook cell run twice)
             logger.debug("tool %r replaced by its new definition", new.name)
-        elif existing is not None and existing is not new:
+        else:
             raise errors.ToolDefinitionError(
                 f"tool name {new.name!r} is registered twice: by {_qualname(existing.fn)} "
                 f"and by {_qualname(new.fn)}; pass name= to tell them apart"
