@@ -77,7 +77,7 @@ class Script:
 
     def __init__(
         self, *rounds: Call | Sequence[Call] | Mapping[str, Any], reply: str | None = None
-    ):
+    ) -> None:
         if not rounds and reply is None:
             raise ValueError("a Script needs at least one round or a reply")
         self.rounds = [_round(r) for r in rounds]
