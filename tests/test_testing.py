@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import msgspec
@@ -150,11 +149,50 @@ def test_tool_context_defaults() -> None:
 # --- the plugin costs nothing until used ------------------------------------------------------
 
 
-def run_pytest(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "test_probe.py").write_text(textwrap.dedent(source))
+PROBE = """
+import sys
+
+# collected first, before the next file imports the orchestrator
+LOADED_AT_COLLECTION = "orchestrator" in sys.modules
+
+
+def test_nothing_loaded(request):
+    assert request.config.pluginmanager.has_plugin("orchestrator")
+    assert not LOADED_AT_COLLECTION
+"""
+
+USER_TESTS = """
+import pytest
+from orchestrator import ToolRegistry
+from orchestrator.testing import Script, call, run_script
+
+registry = ToolRegistry()
+
+
+@registry.tool
+def double(x: int) -> int:
+    return 2 * x
+
+
+@pytest.fixture
+def tool_registry():
+    return registry
+
+
+async def test_it(orchestrator):
+    run = await run_script(orchestrator, Script(call("double", x=21)))
+    run.assert_outputs([42])
+"""
+
+
+def test_the_plugin_is_free_until_a_project_uses_its_fixtures(tmp_path: Path) -> None:
+    """In a project of its own: pytest loads the plugin, which imports nothing until a test
+    asks for a fixture; async tests using the fixtures need no marker."""
+    (tmp_path / "test_a_probe.py").write_text(PROBE)
+    (tmp_path / "test_b_user.py").write_text(USER_TESTS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider", "."],
         capture_output=True,
         text=True,
         timeout=120,
@@ -162,44 +200,5 @@ def run_pytest(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
         env=env,
         check=False,
     )
-
-
-def test_the_plugin_imports_nothing_until_a_fixture_is_used(tmp_path: Path) -> None:
-    done = run_pytest(
-        tmp_path,
-        """
-        import sys
-
-        def test_nothing_loaded(request):
-            assert request.config.pluginmanager.has_plugin("orchestrator")
-            assert "orchestrator" not in sys.modules
-        """,
-    )
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_a_project_uses_the_fixtures_without_markers(tmp_path: Path) -> None:
-    done = run_pytest(
-        tmp_path,
-        """
-        import pytest
-        from orchestrator import ToolRegistry
-        from orchestrator.testing import Script, call, run_script
-
-        registry = ToolRegistry()
-
-        @registry.tool
-        def double(x: int) -> int:
-            return 2 * x
-
-        @pytest.fixture
-        def tool_registry():
-            return registry
-
-        async def test_it(orchestrator):
-            run = await run_script(orchestrator, Script(call("double", x=21)))
-            run.assert_outputs([42])
-        """,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 passed" in done.stdout
+    assert "2 passed" in done.stdout
