@@ -2,14 +2,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from orchestrator import config, errors
 
 
-def test_bundled_config_yaml_equals_defaults() -> None:
+def test_bundled_config_yaml_equals_defaults_but_enables_the_demo_tools() -> None:
     path = Path(__file__).parent.parent / "config.yaml"
-    assert config.load(path, env={}) == config.Config()
+    loaded = config.load(path, env={})
+    assert loaded.tools.modules == ("handlers",)
+    assert config.Config().tools.modules == ()  # the library enables no demo tools
+    tools = msgspec.structs.replace(loaded.tools, modules=())
+    assert msgspec.structs.replace(loaded, tools=tools) == config.Config()
 
 
 def test_unknown_key_is_named() -> None:
