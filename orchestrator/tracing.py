@@ -4,6 +4,14 @@ Without ``opentelemetry-api`` installed nothing is registered and nothing is pai
 run is a span (``assistants.run``) carrying its status transitions as span events, and each tool
 call a child span (``tool <name>``) timed from the call's own measured duration. Spans go to
 whatever tracer provider the application configured (the API's no-op one by default).
+
+Who registers the recorder: the ``Orchestrator`` does, by itself (``tracer_provider=`` picks the
+provider; default the global one), and so does the CLI worker (the global provider). Registering
+another one on top records every span twice. The CLI sets up no provider of its own: run it
+under ``opentelemetry-instrument`` (package ``opentelemetry-distro`` plus an exporter, configured
+by the standard ``OTEL_*`` variables), e.g.
+``OTEL_SERVICE_NAME=orchestrator opentelemetry-instrument orchestrator worker``, or set the
+global provider in a module listed in ``tools.modules``.
 """
 
 from __future__ import annotations
@@ -23,7 +31,11 @@ if TYPE_CHECKING:
 
 
 class SpanRecorder:
-    """An event handler that turns a run's events into spans."""
+    """An event handler that turns a run's events into spans.
+
+    The Orchestrator and the CLI worker already register one; add one yourself only where
+    nothing does (a ``Driver`` or ``Worker`` wired by hand), else spans are doubled.
+    """
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         from opentelemetry import trace
@@ -33,7 +45,7 @@ class SpanRecorder:
         self._runs: dict[str, Span] = {}
 
     def observe(self, event: Any) -> None:
-        """Record one driver event (register with ``Orchestrator.on()`` or ``handler=``)."""
+        """Record one driver event (for a ``Driver`` or ``Worker`` you wire yourself)."""
         match event:
             case events.RunCreated(run=run) | events.RunAdopted(run=run):
                 self._runs[run.id] = self._tracer.start_span(
