@@ -1,4 +1,4 @@
-"""`orchestrator assistant sync` and ``sync_assistant``: the assistant's tools are the registry's."""
+"""`orchestrator assistant sync` and ``sync_assistant``: its tools are the registry's."""
 
 from __future__ import annotations
 
@@ -105,7 +105,13 @@ def test_worker_quick_start_sync_then_sigterm_cancels_the_run(emulator_process: 
     sync = [ORCHESTRATOR, "assistant", "sync", "--name", "quick-start", "--model", "gpt-4o-mini"]
     stall = json.dumps([{"stall": True}])
     first = subprocess.run(
-        [*sync, "--script", stall], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        [*sync, "--script", stall],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert first.returncode == 0, first.stderr
     assistant = first.stdout.strip()
@@ -113,7 +119,13 @@ def test_worker_quick_start_sync_then_sigterm_cancels_the_run(emulator_process: 
     assert "created" in first.stderr
     assert "calculate" in first.stderr  # the tools of ./config.yaml's tools.modules
     second = subprocess.run(
-        [*sync, "--script", stall], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        [*sync, "--script", stall],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert second.stdout.strip() == assistant
     assert "unchanged" in second.stderr
