@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, tools
+from orchestrator import AssistantsClient, cli, errors, models, tools
+from orchestrator.emulator import Emulator
+from orchestrator.emulator.settings import EmulatorSettings, FaultSettings
 
 
 @pytest.fixture(autouse=True)
@@ -225,3 +228,29 @@ def test_out_of_range_flags_are_usage_errors(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.splitlines()[-1].startswith("orchestrator ")  # argparse's "prog cmd: error: ..."
+
+
+# --- emulator settings refuse non-finite numbers --------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_emulator_settings_refuse_non_finite_numbers(value: float) -> None:
+    with pytest.raises(errors.ConfigError, match="think_delay: must be a finite number"):
+        EmulatorSettings(think_delay=value)
+    with pytest.raises(errors.ConfigError, match="fault_500: must be a finite number"):
+        FaultSettings(fault_500=value)
+
+
+@pytest.mark.anyio
+async def test_emulator_run_faults_with_an_infinite_number_are_a_400() -> None:
+    async with (
+        Emulator() as emu,
+        AssistantsClient(base_url=emu.base_url, api_key="k") as client,
+    ):
+        assistant = await client.create_assistant(model="m")
+        thread = await client.create_thread()
+        body = models.CreateRun(
+            assistant_id=assistant.id, metadata={"emulator_faults": '{"slow_delay": 1e999}'}
+        )
+        with pytest.raises(errors.BadRequestError, match="slow_delay"):
+            await client.create_run(thread.id, body)
