@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,17 +17,8 @@ from orchestrator.emulator.settings import EmulatorSettings, FaultSettings
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No stray settings; run in an empty directory; the CLI's logging set-up undone."""
-    for name in list(os.environ):
-        if name.startswith("ORCHESTRATOR_") or name == "OPENAI_API_KEY":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+def in_tmp(cli_in_tmp: Path) -> None:
+    """Every test runs the CLI in an empty directory with a clean environment."""
 
 
 def write(path: Path, text: str) -> str:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,17 +12,8 @@ from orchestrator.store import base as store_base
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("ORCHESTRATOR_") or name == "OPENAI_API_KEY":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "config.yaml").write_text("worker: {sqlite_path: jobs.sqlite3}\n")
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+def in_tmp(cli_in_tmp: Path) -> None:
+    (cli_in_tmp / "config.yaml").write_text("worker: {sqlite_path: jobs.sqlite3}\n")
 
 
 def test_status_json_for_the_queue_and_for_one_job(capsys: pytest.CaptureFixture[str]) -> None:
