@@ -90,6 +90,12 @@ async def get_assistant(request: web.Request) -> web.StreamResponse:
     return replies.json_response(_engine(request).assistant(request.match_info["assistant_id"]))
 
 
+async def modify_assistant(request: web.Request) -> web.StreamResponse:
+    body = await _body(request, models.ModifyAssistant)
+    engine = _engine(request)
+    return replies.json_response(engine.modify_assistant(request.match_info["assistant_id"], body))
+
+
 async def list_assistants(request: web.Request) -> web.StreamResponse:
     items = list(_engine(request).store.assistants.values())
     data, more = _page(request, items, _id)
@@ -250,6 +256,7 @@ ROUTES: Final[tuple[tuple[str, str, _Handler], ...]] = (
     ("POST", "/assistants", create_assistant),
     ("GET", "/assistants", list_assistants),
     ("GET", "/assistants/{assistant_id}", get_assistant),
+    ("POST", "/assistants/{assistant_id}", modify_assistant),
     ("POST", "/threads", create_thread),
     ("POST", "/threads/runs", create_thread_and_run),
     ("GET", _T, get_thread),

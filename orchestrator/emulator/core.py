@@ -143,6 +143,22 @@ class Engine:
         self.store.assistants[assistant.id] = assistant
         return assistant
 
+    def modify_assistant(self, assistant_id: str, body: models.ModifyAssistant) -> models.Assistant:
+        """The assistant with the fields the body sets replaced (404 if there is none)."""
+        old = self.assistant(assistant_id)
+        changes = {
+            f: getattr(body, f)
+            for f in body.__struct_fields__
+            if getattr(body, f) is not msgspec.UNSET
+        }
+        if isinstance(changes.get("metadata"), dict):
+            _check_metadata(changes["metadata"])
+            if script.SCRIPT_KEY in changes["metadata"]:
+                self._script(changes["metadata"][script.SCRIPT_KEY])
+        new = msgspec.structs.replace(old, **changes)
+        self.store.assistants[assistant_id] = new
+        return new
+
     def create_thread(
         self, body: models.CreateThread | models.ThreadRequest | UnsetType
     ) -> state.ThreadState:
