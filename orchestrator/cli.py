@@ -273,10 +273,16 @@ async def _run_worker(
         cfg.api, cfg.retry, api_key=_key(cfg, emulated), observer=m
     ) as client:
         w = worker.Worker(cfg, st, client, tools.default_registry, metrics_=m)
+        failed: errors.StoreError | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signals, w)
-            await w.run(until_idle=until_idle)
+            try:
+                await w.run(until_idle=until_idle)
+            except errors.StoreError as exc:  # raised below, not as a task group's exception group
+                failed = exc
             tg.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
     return w
 
 
@@ -313,7 +319,7 @@ async def cmd_enqueue(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
-    async with store.open_store(cfg.worker) as st:
+    async with store.open_store(cfg.worker, readonly=True) as st:
         if args.job:
             job = await st.get(args.job)
             if job is None:
