@@ -106,6 +106,11 @@ async def test_a_script_nesting_arguments_2000_deep_is_400(emu: Emulator) -> Non
     status, reply = await post(emu, "/assistants", body)
     assert status == 400
     assert reply["error"]["param"] == "metadata.emulator_script"
+    status, assistant = await post(emu, "/assistants", {"model": "gpt-4o"})
+    deep = {"assistant_id": assistant["id"], "metadata": {"emulator_faults": nested(2000)}}
+    status, reply = await post(emu, "/threads/runs", deep)
+    assert status == 400
+    assert reply["error"]["param"] == "metadata.emulator_faults"
 
 
 async def tool_arguments(emu: Emulator, parameters: Any) -> str:
@@ -221,6 +226,10 @@ async def test_emulator_routes_answer_in_api_errors_and_require_the_key() -> Non
         auth = {"Authorization": "Bearer sk-right"}
         async with s.get(root + "stats", headers=auth) as r:
             assert r.status == 200
+        async with s.post(root + "reset", headers={"api-key": "sk-right"}) as r:
+            assert r.status == 200
+        async with s.post(root + "reset", headers={"api-key": "sk-wrong"}) as r:
+            assert r.status == 401
         async with s.get(root + "nope", headers=auth) as r:
             assert r.status == 404
             assert (await r.json())["error"]["message"] == "Invalid URL (GET /_emulator/nope)"

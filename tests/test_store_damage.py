@@ -11,7 +11,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -41,15 +40,6 @@ def hello() -> CreateJob:
     return CreateJob(
         assistant_id="asst_1", messages=(models.MessageRequest(role="user", content="hi"),)
     )
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def st(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    impl: JobStore = (
-        store.MemoryStore() if request.param == "memory" else store.SqliteStore(tmp_path / "j.db")
-    )
-    async with impl:
-        yield impl
 
 
 def damage(st: JobStore, job_id: str, data: bytes) -> None:

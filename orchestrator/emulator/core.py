@@ -301,7 +301,8 @@ def _faults(text: str | None) -> settings.FaultSettings | None:
         return None
     try:
         return _faults_decoder.decode(text)
-    except (msgspec.DecodeError, errors.ConfigError) as exc:
+    # RecursionError: JSON nested too deeply for the decoder.
+    except (msgspec.DecodeError, errors.ConfigError, RecursionError) as exc:
         raise replies.ApiError(
             400,
             f"Invalid 'metadata.{script.FAULTS_KEY}': {exc}",

@@ -92,8 +92,9 @@ async def _serve_internal(
     engine: core.Engine, request: web.Request, handler: Handler
 ) -> web.StreamResponse:
     key = engine.settings.require_api_key
-    if key is not None:
-        _authorize(request, key.get(), azure=False)
+    if key is not None:  # either client's header will do: these routes serve both forms
+        azure = "Authorization" not in request.headers and "api-key" in request.headers
+        _authorize(request, key.get(), azure=azure)
     return await handler(request)
 
 
