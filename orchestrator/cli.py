@@ -321,12 +321,19 @@ async def cmd_enqueue(cfg: config.Config, args: argparse.Namespace) -> int:
 async def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     async with store.open_store(cfg.worker, readonly=True) as st:
         if args.job:
-            job = await st.get(args.job)
-            if job is None:
-                raise errors.StoreError(f"no job {args.job}")
-            print(_job_table([job]))
+            history = await st.history(args.job)
+            try:
+                job = await st.get(args.job)
+            except errors.StoreError as exc:
+                if not history:
+                    raise
+                # A damaged (quarantined) row: its history still says what happened to it.
+                print(f"job {args.job}: its row cannot be read ({exc})")
+            else:
+                if job is None:
+                    raise errors.StoreError(f"no job {args.job}")
+                print(_job_table([job]))
             print()
-            history = await st.history(job.id)
             rows = [(_when(h.at), h.epoch, h.message) for h in history]
             print(_table(("time", "epoch", "event"), rows, width=100))
             return 0

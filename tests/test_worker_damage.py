@@ -87,3 +87,30 @@ def test_a_malformed_database_stops_the_worker_with_an_error(tmp_path: Path) -> 
     assert "database disk image is malformed" in last
     # Backing off: a handful of lines over the 2 s of patience, not ten a second.
     assert 1 <= done.stderr.count("claiming failed") <= 8
+
+
+def test_status_shows_a_quarantined_jobs_history(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.sqlite3"
+
+    async def quarantine() -> str:
+        async with SqliteStore(db) as st:
+            job_id = await st.enqueue(hello("asst_1"))
+            with sqlite3.connect(db) as conn:
+                conn.execute("UPDATE jobs SET spec = x'00ff' WHERE id = ?", (job_id,))
+            assert await st.claim("w1", lease_seconds=5) is None
+            return job_id
+
+    job_id = anyio.run(quarantine)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f'worker:\n  sqlite_path: "{db}"\n  health: null\n', encoding="utf-8")
+    argv = [sys.executable, "-m", "orchestrator.cli", "--config", str(cfg), "status"]
+    env = {"PATH": "/usr/bin"}
+    table = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60, env=env)
+    assert table.returncode == 0
+    assert f"{job_id} skipped: invalid job spec" in table.stderr  # listed as unreadable
+    one = subprocess.run(
+        [*argv, job_id], check=False, capture_output=True, text=True, timeout=60, env=env
+    )
+    assert one.returncode == 0, one.stderr
+    assert f"job {job_id}: its row cannot be read" in one.stdout
+    assert "quarantined (row kept as stored): invalid job spec" in one.stdout
