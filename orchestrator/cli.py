@@ -380,10 +380,16 @@ async def _run_worker(
             # Spans go to the global tracer provider: run the worker under
             # `opentelemetry-instrument` (or set one up in a tool module) to export them.
             w.subscribers.add(tracing.SpanRecorder().observe)
+        failed: errors.StoreError | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signals, w)
-            await w.run(until_idle=until_idle)
+            try:
+                await w.run(until_idle=until_idle)
+            except errors.StoreError as exc:  # raised below, not as a task group's exception group
+                failed = exc
             tg.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
     return w
 
 
@@ -420,12 +426,21 @@ async def cmd_enqueue(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
-    async with store.open_store(cfg.worker) as st:
+    async with store.open_store(cfg.worker, readonly=True) as st:
         if args.job:
-            job = await st.get(args.job)
+            history = await st.history(args.job)
+            try:
+                job = await st.get(args.job)
+            except errors.StoreError as exc:
+                if not history:
+                    raise
+                # A damaged (quarantined) row: its history still says what happened to it.
+                print(f"job {args.job}: its row cannot be read ({exc})")
+                rows = [(view.when(h.at), h.epoch, h.message) for h in history]
+                print(view.table(("time", "epoch", "event"), rows, width=100))
+                return 0
             if job is None:
                 raise errors.StoreError(f"no job {args.job}")
-            history = await st.history(job.id)
             outputs = await st.outputs(job.run_id) if job.run_id else {}
             show = view.job_json if args.json else view.job_detail
             print(show(job, history, outputs))

@@ -1,13 +1,15 @@
-"""Shared fixtures: the anyio plugin on asyncio only (aiohttp is tied to asyncio)."""
+"""Shared fixtures: the anyio plugin on asyncio only (aiohttp is tied to asyncio); job stores."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+from orchestrator import store
 
 
 @pytest.fixture
@@ -28,3 +30,13 @@ def cli_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path
     yield tmp_path
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def st(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[store.JobStore]:
+    """Each store implementation in turn, open."""
+    impl: store.JobStore = (
+        store.MemoryStore() if request.param == "memory" else store.SqliteStore(tmp_path / "j.db")
+    )
+    async with impl:
+        yield impl

@@ -52,7 +52,7 @@ def test_config_yaml_in_the_working_directory_is_loaded_and_named_first(
 ) -> None:
     db = tmp_path / "jobs.sqlite3"
     write(tmp_path / "config.yaml", f"worker: {{sqlite_path: {json.dumps(str(db))}}}\n")
-    assert cli.main(["status"]) == 0
+    assert cli.main(["enqueue", "--assistant", "asst_1", "--message", "hi"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert "config: loaded " + str(tmp_path / "config.yaml") in err[0]
     assert db.exists()  # the file's sqlite_path was used

@@ -129,6 +129,9 @@ class EmulatorSettings(FaultSettings, frozen=True, kw_only=True, forbid_unknown_
     require_api_key: Annotated[
         config.Secret | None, Meta(description="the one API key accepted (default: any)")
     ] = None
+    body_timeout: Annotated[
+        float, Meta(gt=0.0, description="time to receive a request body before a 408, s")
+    ] = 30.0
     seed: Annotated[int, Meta(description="seed of faults and synthesised arguments")] = 0
     rate_limit_rps: Annotated[
         Annotated[float, Meta(gt=0.0)] | None,
@@ -141,6 +144,10 @@ class EmulatorSettings(FaultSettings, frozen=True, kw_only=True, forbid_unknown_
         for name in ("queue_delay", "think_delay", "cancel_delay"):
             if getattr(self, name) < 0:
                 raise errors.ConfigError(f"{name}: must be >= 0")
+        if not 0 < self.body_timeout < float("inf"):  # written so that NaN fails too
+            raise errors.ConfigError(
+                f"body_timeout: must be a positive number of seconds, got {self.body_timeout!r}"
+            )
         if self.run_ttl <= 0 or (self.rate_limit_rps is not None and self.rate_limit_rps <= 0):
             raise errors.ConfigError("run_ttl and rate_limit_rps must be > 0")
         key: object = self.require_api_key
