@@ -203,3 +203,10 @@ async def test_dead_procrastinate_workers_are_pruned_and_a_pruned_one_registers_
         rows = sql(pg_dsn, "SELECT id FROM procrastinate_workers")
         assert rows == [(st._worker_id,)]
         assert sql(pg_dsn, "SELECT worker_id FROM procrastinate_jobs") == rows
+
+
+async def test_a_state_outside_the_job_states_cannot_be_stored(pg_dsn: str) -> None:
+    async with PostgresStore(pg_dsn) as st:
+        job_id = await st.enqueue(hello())
+    with pytest.raises(psycopg.errors.CheckViolation):
+        sql(pg_dsn, f"UPDATE orchestrator_jobs SET state = 'paused' WHERE id = '{job_id}'")

@@ -23,8 +23,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
+from typing import Final
 
 import msgspec
 import psycopg
@@ -33,7 +35,11 @@ from procrastinate import exceptions as pexc
 from orchestrator import errors
 from orchestrator.store import base
 from orchestrator.store import postgres_schema as schema
-from orchestrator.store.postgres_pool import Conn, PostgresBase, describe_dsn
+from orchestrator.store.postgres_pool import Conn, PostgresBase, describe_dsn, load
+
+log = logging.getLogger(__name__)
+_result_encoder: Final = msgspec.json.Encoder()
+_EPOCH: Final = schema.NAMES.index("epoch")
 
 __all__ = ["PostgresStore", "describe_dsn", "migrate"]
 
@@ -163,11 +169,18 @@ class PostgresStore(PostgresBase):
             (pid,),
         )
         row = await cur.fetchone()
-        if row is not None:
-            return self._job(row)
-        # Not ours (deferred into our queue by something else): never run it.
-        await self._query_one(conn, "finish_job", job_id=pid, status="failed", delete_job=False)
-        return None
+        if row is None:
+            # Not ours (deferred into our queue by something else): never run it.
+            await self._query_one(conn, "finish_job", job_id=pid, status="failed", delete_job=False)
+            return None
+        job = load(row)
+        if isinstance(job, str):  # see "Quarantine" in store.base: fail it, keep its bytes
+            at = time.time()
+            result = _result_encoder.encode(base.quarantine_result(job))
+            await conn.execute(schema.QUARANTINE, {"id": row[0], "result": result, "now": at})
+            await self._log(conn, row[0], row[_EPOCH], base.quarantine_message(job), at)
+            return None
+        return job
 
     async def _take(
         self, conn: Conn, job: base.Job, worker_id: str, lease_seconds: float, at: float
@@ -216,13 +229,19 @@ class PostgresStore(PostgresBase):
             }
             cur = await conn.execute(schema.HEARTBEAT, args)
             held = {str(row[0]) for row in await cur.fetchall()}
-            for job_id, epoch in pairs:
-                if job_id in held:
-                    continue
-                job = await self._select(conn, job_id)
-                if job is not None:
-                    message = base.stale_message("heartbeat", epoch, job.epoch, job.state)
-                    await self._log(conn, job_id, epoch, message, at)
+            lost = [(job_id, epoch) for job_id, epoch in pairs if job_id not in held]
+            if lost:
+                # State and epoch only: a row that went bad is no reason to fail the others.
+                cur = await conn.execute(
+                    "SELECT id, state, epoch FROM orchestrator_jobs WHERE id = ANY(%s)",
+                    ([job_id for job_id, _ in lost],),
+                )
+                current = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
+                for job_id, epoch in lost:
+                    if job_id in current:
+                        state, now_epoch = current[job_id]
+                        message = base.stale_message("heartbeat", epoch, now_epoch, state)
+                        await self._log(conn, job_id, epoch, message, at)
             await self._beat(conn, lease_seconds)
             return held
 
@@ -304,7 +323,14 @@ class PostgresStore(PostgresBase):
                 " ORDER BY seq DESC LIMIT %(limit)s",
                 {"state": None if state is None else state.value, "limit": max(limit, 0)},
             )
-            return [self._job(row) for row in await cur.fetchall()]
+            jobs: list[base.Job] = []
+            for row in await cur.fetchall():
+                job = load(row)
+                if isinstance(job, str):  # read paths never quarantine; claim does
+                    log.warning("%s: job %s skipped: %s", self.where, row[0], job)
+                else:
+                    jobs.append(job)
+            return jobs
 
         return await self._run(op)
 

@@ -22,7 +22,7 @@ from orchestrator import errors
 from orchestrator.store import base
 from orchestrator.store import postgres_schema as schema
 
-__all__ = ["Conn", "PostgresBase", "describe_dsn"]
+__all__ = ["Conn", "PostgresBase", "describe_dsn", "load"]
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
@@ -36,6 +36,26 @@ BEAT_SECONDS: Final = 5.0
 #: a dead worker's.
 STALE_WORKER: Final = 10
 _PSYCOPG_ERRORS: Final = (psycopg.Error, psycopg_pool.PoolTimeout, pexc.ConnectorException)
+
+
+def load(row: Sequence[Any]) -> base.Job | str:
+    """The job a row holds, or why it cannot be loaded (see "Quarantine" in ``store.base``)."""
+    fields = dict(zip(schema.NAMES, row, strict=True))
+    try:
+        fields["spec"] = base.decode_spec(bytes(fields["spec"]))
+    except errors.InvalidJob as exc:
+        return str(exc)
+    try:
+        if fields["result"] is not None:
+            fields["result"] = msgspec.json.decode(bytes(fields["result"]))
+        return msgspec.convert(fields, base.Job)
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        RecursionError,
+        UnicodeDecodeError,
+    ) as exc:
+        return f"unreadable row: {str(exc)[:300]}"
 
 
 def describe_dsn(dsn: str) -> str:
@@ -240,14 +260,10 @@ class PostgresBase:
         return result
 
     def _job(self, row: Sequence[Any]) -> base.Job:
-        fields = dict(zip(schema.NAMES, row, strict=True))
-        try:
-            fields["spec"] = base.decode_spec(bytes(fields["spec"]))
-            if fields["result"] is not None:
-                fields["result"] = msgspec.json.decode(bytes(fields["result"]))
-            return msgspec.convert(fields, base.Job)
-        except (errors.InvalidJob, msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-            raise errors.StoreError(f"PostgreSQL {self.where}: job {fields['id']}: {exc}") from exc
+        job = load(row)
+        if isinstance(job, str):
+            raise errors.StoreError(f"PostgreSQL {self.where}: job {row[0]}: {job}")
+        return job
 
     async def _select(self, conn: Conn, job_id: str, *, lock: bool = False) -> base.Job | None:
         suffix = " FOR UPDATE" if lock else ""

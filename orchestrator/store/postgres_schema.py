@@ -39,7 +39,7 @@ MIGRATIONS: Final[tuple[LiteralString, ...]] = (
         id text PRIMARY KEY,
         procrastinate_id bigint UNIQUE REFERENCES procrastinate_jobs (id) ON DELETE SET NULL,
         spec bytea NOT NULL,                    -- base.encode_spec: versioned msgspec JSON
-        state text NOT NULL,
+        state text NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
         attempts integer NOT NULL,
         thread_id text,
         run_id text,
@@ -174,6 +174,20 @@ FROM clock, unnest(%(ids)s::text[], %(epochs)s::integer[]) AS l (id, epoch), pro
 WHERE o.id = l.id AND o.epoch = l.epoch AND o.state = 'running'
   AND p.id = o.procrastinate_id AND p.status = 'doing'
 RETURNING o.id
+"""
+
+# Fail an unloadable job (see "Quarantine" in store.base): its spec bytes stay as stored, and
+# procrastinate's job ends failed too.
+QUARANTINE: Final = """
+WITH failed AS (
+    UPDATE orchestrator_jobs SET state = 'failed', result = %(result)s, lease_owner = NULL,
+        lease_expires_at = NULL, updated_at = %(now)s
+    WHERE id = %(id)s
+    RETURNING procrastinate_id
+)
+SELECT procrastinate_finish_job_v1(p.id, 'failed', false)
+FROM failed JOIN procrastinate_jobs AS p ON p.id = failed.procrastinate_id
+WHERE p.status IN ('todo', 'doing')
 """
 
 # A line for an existing job only (no row: no such job).
