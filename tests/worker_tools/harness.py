@@ -121,7 +121,8 @@ class JournalEntry(NamedTuple):
     call_id: str
     attempt: int
     pid: int
-    #: ``appended`` or ``skipped`` (a resumed call that found its line).
+    #: ``appended``, ``skipped`` (a resumed call that found its line) or ``fenced`` (its worker
+    #: no longer held the job when it came to write; PostgreSQL crash test only).
     action: str
     #: When the tool body started (``time.time()``).
     at: float

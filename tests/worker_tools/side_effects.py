@@ -13,8 +13,11 @@ re-ran a call at attempt 1 would leave a duplicate line, which the tests catch.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -28,6 +31,16 @@ def _journal(path: str, text: str) -> None:
         f.write(text + "\n")
 
 
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    with open(path + ".lock", "a", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _lines(path: str) -> list[str]:
     try:
         return Path(path).read_text(encoding="utf-8").split()
@@ -35,20 +48,21 @@ def _lines(path: str) -> list[str]:
         return []
 
 
-#: Set by the PostgreSQL crash test: each call first asks the database whether its worker still
-#: holds the job, and writes the answer to ``<path>.claims`` (see ``check_claim_at_start``).
+#: Set by the PostgreSQL crash test: each call asks the database whether its worker still holds
+#: the job, as it starts (the answer goes to ``<path>.claims``) and again before its side effect.
 CLAIM_CHECK_DSN = "ORCH_TEST_CLAIM_CHECK_DSN"
 
 
-def check_claim_at_start(ctx: tools.ToolContext, path: str) -> None:
-    """Record whether this process held the call's job (RUNNING, our lease) as the call started.
+def claim_held(ctx: tools.ToolContext, path: str, started: float | None = None) -> bool:
+    """Whether this process holds the call's job now (RUNNING under its lease); True untested.
 
-    The lease owner is the worker id, ``<host>-<pid>-<suffix>``; a worker paused past its lease
-    and taken over must not start a call, so ``stale`` lines are what the test forbids.
+    The lease owner is the worker id, ``<host>-<pid>-<suffix>``. With ``started`` (when the
+    call was entered) the answer is written to ``<path>.claims``: a ``stale`` line is a call
+    started by a worker that no longer held its job.
     """
     dsn = os.environ.get(CLAIM_CHECK_DSN)
     if not dsn:
-        return
+        return True
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -57,9 +71,11 @@ def check_claim_at_start(ctx: tools.ToolContext, path: str) -> None:
             (ctx.run_id,),
         ).fetchone()
     held = row is not None and row[0] == "running" and f"-{os.getpid()}-" in (row[1] or "")
-    verdict = "held" if held else "stale"
-    with open(path + ".claims", "a", encoding="utf-8") as f:
-        f.write(f"{ctx.tool_call_id} {os.getpid()} {verdict} {row}\n")
+    if started is not None:
+        verdict = "held" if held else "stale"
+        with open(path + ".claims", "a", encoding="utf-8") as f:
+            f.write(f"{ctx.tool_call_id} {os.getpid()} {verdict} {started!r} {row}\n")
+    return held
 
 
 @tools.tool
@@ -71,14 +87,20 @@ def append_line(ctx: tools.ToolContext, path: str, pause: float = 0.0, marker: s
         pause: Seconds to wait after the append: widens the window between side effect and submit.
         marker: A file created once the side effect is done, for tests to wait on.
     """
-    check_claim_at_start(ctx, path)
     line, started = ctx.tool_call_id, time.time()
-    if ctx.attempt > 1 and line in _lines(path):
-        _journal(path, f"{line} {ctx.attempt} {os.getpid()} skipped {started!r}")
-        return f"{line}: done before (attempt {ctx.attempt})"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-    _journal(path, f"{line} {ctx.attempt} {os.getpid()} appended {started!r}")
+    claim_held(ctx, path, started=started)
+    # Look-then-append under a lock on the file, fenced by the claim: a worker frozen (SIGSTOP)
+    # after the call started may have lost the job meanwhile, and then must not write.
+    with _locked(path):
+        if not claim_held(ctx, path):
+            _journal(path, f"{line} {ctx.attempt} {os.getpid()} fenced {started!r}")
+            return f"{line}: not done, the job moved on (attempt {ctx.attempt})"
+        if ctx.attempt > 1 and line in _lines(path):
+            _journal(path, f"{line} {ctx.attempt} {os.getpid()} skipped {started!r}")
+            return f"{line}: done before (attempt {ctx.attempt})"
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+        _journal(path, f"{line} {ctx.attempt} {os.getpid()} appended {started!r}")
     if marker:
         Path(marker).touch()
     time.sleep(pause)
