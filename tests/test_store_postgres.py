@@ -11,13 +11,14 @@ import sys
 
 import anyio
 import anyio.lowlevel
-import psycopg
 import pytest
 from worker_tools import pg
 
 from orchestrator import errors, models, store
 from orchestrator.store import CreateJob, JobResult, JobState
-from orchestrator.store.postgres import PostgresStore
+
+psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+from orchestrator.store.postgres import PostgresStore  # noqa: E402
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 

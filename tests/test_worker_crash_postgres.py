@@ -38,6 +38,8 @@ from orchestrator import client as client_mod
 from orchestrator import config, models
 from orchestrator.emulator import Emulator
 from orchestrator.store import JobState
+
+pytest.importorskip("psycopg", reason="the postgres extra is not installed")
 from orchestrator.store.postgres import PostgresStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.postgres]
