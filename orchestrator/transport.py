@@ -333,15 +333,18 @@ class Transport:
         self,
         endpoint: str,
         path: str,
-        body: bytes,
+        body: bytes | None,
         *,
         retry: bool = True,
+        method: str = "POST",
+        query: Query = (),
     ) -> aiohttp.ClientResponse:
-        """POST with retries until a 2xx answer arrives; its body is left for the caller to
-        read (and release). ``retry=False``: one attempt, as for ``request``."""
+        """Send with retries until a 2xx answer arrives; its body is left for the caller to
+        read (and release). ``retry=False``: one attempt, as for ``request``. ``method="GET"``
+        with ``query`` re-opens a stream (Responses' ``starting_after``)."""
 
         async def attempt(n: int) -> tuple[aiohttp.ClientResponse, bytes]:
-            return await self._attempt(endpoint, "POST", path, (), body, stream=True)
+            return await self._attempt(endpoint, method, path, query, body, stream=True)
 
         if not retry:
             resp, _ = await attempt(1)

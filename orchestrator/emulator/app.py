@@ -14,7 +14,7 @@ import msgspec
 from aiohttp import web
 
 from orchestrator import models
-from orchestrator.emulator import core, gate, lifecycle, replies, sse, state
+from orchestrator.emulator import core, gate, lifecycle, replies, responses_app, sse, state
 
 __all__ = ["build_app"]
 
@@ -240,6 +240,7 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
 
 async def post_reset(request: web.Request) -> web.StreamResponse:
     _engine(request).reset()
+    request.app[responses_app.RESPONSES].reset()
     return replies.json_response({"ok": True})
 
 
@@ -274,6 +275,7 @@ def build_app(engine: core.Engine) -> web.Application:
     for prefix in ("/v1", "/openai"):
         for method, path, handler in ROUTES:
             app.router.add_route(method, prefix + path, handler)
+    responses_app.install(app, ("/v1", "/openai"))
     app.router.add_get(gate.INTERNAL_PREFIX + "stats", get_stats)
     app.router.add_post(gate.INTERNAL_PREFIX + "reset", post_reset)
     app.on_response_prepare.append(gate.on_prepare)
