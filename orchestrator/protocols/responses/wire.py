@@ -151,7 +151,8 @@ class Response(Struct, kw_only=True):
     id: str
     object: str = "response"
     created_at: float = 0.0
-    status: str = Status.COMPLETED
+    #: None when the server left it out (reported as an unknown status).
+    status: str | None = None
     background: bool | None = None
     error: ResponseError | None = None
     incomplete_details: IncompleteDetails | None = None
