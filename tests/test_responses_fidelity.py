@@ -208,7 +208,8 @@ def test_sdk_stream_events_decode_and_agree(model: type[BaseModel]) -> None:
         # With the SSE event name, and without it (the type in the data decides).
         for name in (sdk.type, "message"):
             ours = stream.decode_event(streaming.SSEMessage(name, raw))
-            assert ours is not None and ours.type == sdk.type
+            assert ours is not None
+            assert ours.type == sdk.type
             assert ours.sequence_number == sdk.sequence_number
             match ours:
                 case stream.ResponseEvent(response=response):
