@@ -22,8 +22,9 @@ import anyio
 import msgspec
 
 from orchestrator import config, errors, models, tools
+from orchestrator.protocols import base
 
-__all__ = ["ToolError", "ToolResult", "dispatch", "error_output"]
+__all__ = ["AnyToolCall", "ToolError", "ToolResult", "dispatch", "error_output"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,10 @@ MAX_ERROR_MESSAGE: Final = 2_000
 MAX_TRACEBACK: Final = 8_000
 #: Tool names listed in an ``unknown_tool`` message.
 MAX_LISTED_TOOLS: Final = 30
+
+
+#: A tool call of either protocol: the Assistants one, or the protocol-neutral ``ToolCall``.
+AnyToolCall = models.RequiredToolCall | base.ToolCall
 
 
 class ToolError(msgspec.Struct, frozen=True):
@@ -80,7 +85,7 @@ def error_output(error: ToolError, traceback_text: str | None = None) -> str:
 
 
 async def dispatch(
-    calls: Sequence[models.RequiredToolCall],
+    calls: Sequence[AnyToolCall],
     registry: tools.ToolRegistry,
     settings: config.ToolsConfig,
     *,
@@ -123,7 +128,7 @@ async def dispatch(
     )
     results: list[ToolResult | None] = [None] * len(calls)
 
-    async def run(index: int, call: models.RequiredToolCall) -> None:
+    async def run(index: int, call: AnyToolCall) -> None:
         result = await job.call(call)
         results[index] = result
         if on_result is not None:
@@ -219,26 +224,27 @@ class _Job:
             tool_call_id=call_id, name=name, output=output, error=error, duration=duration
         )
 
-    async def call(self, call: models.RequiredToolCall) -> ToolResult:
+    async def call(self, call: AnyToolCall) -> ToolResult:
         """One call, from its JSON arguments to its output; never raises but cancellation."""
-        function = call.function
-        if call.type != "function" or function is None:
-            return self._result(
-                call.id,
-                "" if function is None else function.name,
-                "",
-                ToolError("unsupported_call_type", f"cannot answer a {call.type!r} tool call"),
-            )
-        tool = self.registry.get(function.name)
+        if isinstance(call, models.RequiredToolCall):
+            function = call.function
+            if call.type == "function" and function is not None:
+                call = base.ToolCall(id=call.id, name=function.name, arguments=function.arguments)
+            else:
+                name = "" if function is None else function.name
+                return self._unsupported(call.id, name, call.type)
+        if call.type != "function":
+            return self._unsupported(call.id, call.name, call.type)
+        tool = self.registry.get(call.name)
         if tool is None:
             names = sorted(t.name for t in self.registry)
             listed = ", ".join(names[:MAX_LISTED_TOOLS]) + (
                 ", ..." if len(names) > MAX_LISTED_TOOLS else ""
             )
-            message = f"no tool named {function.name!r}; available tools: {listed or 'none'}"
-            return self._result(call.id, function.name, "", ToolError("unknown_tool", message))
+            message = f"no tool named {call.name!r}; available tools: {listed or 'none'}"
+            return self._result(call.id, call.name, "", ToolError("unknown_tool", message))
         try:
-            values = tool.decode_arguments(function.arguments)
+            values = tool.decode_arguments(call.arguments)
         except msgspec.ValidationError as exc:
             return self._result(call.id, tool.name, "", ToolError("invalid_arguments", str(exc)))
         except msgspec.DecodeError as exc:
@@ -308,6 +314,10 @@ class _Job:
             await self.limiter.acquire()
             return True
         return False
+
+    def _unsupported(self, call_id: str, name: str, kind: str) -> ToolResult:
+        message = f"cannot answer a {kind!r} tool call"
+        return self._result(call_id, name, "", ToolError("unsupported_call_type", message))
 
     def _not_started(self, call_id: str, name: str, what: str) -> ToolResult:
         message = f"{what} was left before the run's deadline; the tool was not started"

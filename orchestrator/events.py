@@ -15,12 +15,17 @@ from typing import Any, TypeAlias, TypeVar
 import msgspec
 
 from orchestrator import models
+from orchestrator.protocols import base
+from orchestrator.protocols.responses import wire
 
 __all__ = [
     "Event",
     "EventHandler",
     "MessageDelta",
     "OutputsSubmitted",
+    "ResponseCreated",
+    "ResponseFinished",
+    "ResponseStatusChanged",
     "RunAdopted",
     "RunCreated",
     "RunEvent",
@@ -31,6 +36,7 @@ __all__ = [
     "Subscribers",
     "ToolCallFinished",
     "ToolCallsRequested",
+    "ToolRoundRequested",
     "UnknownStatus",
     "decode_event",
     "encode_event",
@@ -127,6 +133,39 @@ class RunFinished(Event, frozen=True, kw_only=True, tag="run.finished"):
     reply: str | None = None
 
 
+class ResponseCreated(Event, frozen=True, kw_only=True, tag="response.created"):
+    """A response of a Responses chain exists: created, or taken over (``adopted``) after a
+    restart or an ambiguous create. ``run_id`` is the response id, ``thread_id`` the chain's."""
+
+    response: wire.Response
+    adopted: bool = False
+
+
+class ResponseStatusChanged(Event, frozen=True, kw_only=True, tag="response.status_changed"):
+    """A response moved from ``previous`` to ``current``."""
+
+    previous: str | None
+    current: str
+    response: wire.Response
+
+
+class ToolRoundRequested(Event, frozen=True, kw_only=True, tag="tool_round.requested"):
+    """A tool round to answer (either protocol); ``reused``: ids answered from the ledger."""
+
+    calls: list[base.ToolCall]
+    reused: list[str] = []
+
+
+class ResponseFinished(Event, frozen=True, kw_only=True, tag="response.finished"):
+    """A Responses chain ended; ``response`` is its last response."""
+
+    response: wire.Response
+    #: The last response's status, or ``timed_out`` / ``tool_failed`` when the driver ended it.
+    outcome: str
+    reply: str | None = None
+    rounds: int = 0
+
+
 RunEvent: TypeAlias = (
     RunCreated
     | RunAdopted
@@ -139,6 +178,10 @@ RunEvent: TypeAlias = (
     | MessageDelta
     | StreamFallback
     | RunFinished
+    | ResponseCreated
+    | ResponseStatusChanged
+    | ToolRoundRequested
+    | ResponseFinished
 )
 
 EventHandler: TypeAlias = Callable[[Any], Awaitable[None] | None]

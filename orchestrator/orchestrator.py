@@ -19,8 +19,10 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from orchestrator import client as client_mod
-from orchestrator import config, errors, events, models, tools, tracing
+from orchestrator import config, errors, events, models, responses_driver, tools, tracing
 from orchestrator import driver as driver_mod
+from orchestrator.protocols.responses import client as responses_client
+from orchestrator.protocols.responses import wire
 
 __all__ = ["Orchestrator", "RunStream"]
 
@@ -62,6 +64,7 @@ class Orchestrator:
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._driver: driver_mod.Driver | None = None
+        self._responses: responses_client.ResponsesClient | None = None
 
     async def __aenter__(self) -> Self:
         stack = AsyncExitStack()
@@ -73,6 +76,10 @@ class Orchestrator:
                     client_mod.AssistantsClient(self.config.api, self.config.retry, api_key=key)
                 )
             self._driver = driver_mod.Driver(self._client, self.registry, self.config)
+            key = self._api_key if self._api_key is not None else self.config.api_key()
+            self._responses = await stack.enter_async_context(
+                responses_client.ResponsesClient(self.config.api, self.config.retry, api_key=key)
+            )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
         except BaseException:
             await stack.__aexit__(None, None, None)
@@ -111,6 +118,13 @@ class Orchestrator:
             raise errors.OrchestratorError("use the Orchestrator inside `async with`")
         return self._driver
 
+    @property
+    def responses(self) -> responses_client.ResponsesClient:
+        """The shared Responses API client."""
+        if self._responses is None:
+            raise errors.OrchestratorError("use the Orchestrator inside `async with`")
+        return self._responses
+
     def on(self, *types: type[E]) -> Callable[[Handler], Handler]:
         """Decorator: call the function for events of these types (all events when none)."""
 
@@ -148,6 +162,34 @@ class Orchestrator:
         """
         body = _create_body(assistant_id, messages, params)
         return await self.driver.create(thread_id, body, emit=self._emitter(handler))
+
+    async def respond(
+        self,
+        *,
+        model: str | None = None,
+        input: str | Sequence[wire.InputItem] = (),
+        agent: str | None = None,
+        handler: Handler | None = None,
+        **params: Any,
+    ) -> responses_driver.ResponseResult:
+        """Create a background response (Responses API) and drive it through its tool rounds
+        to the end: ``await orch.respond(model="gpt-4o", input="What time is it?")``.
+
+        The registry's tools are offered unless ``tools`` is given; ``agent`` names a Foundry
+        agent instead of a model; ``params`` are any other create fields (``instructions``,
+        ``max_output_tokens``, ``conversation``, ``metadata``...).
+        """
+        body = responses_driver.request_body(
+            self.registry, model=model, input=input, agent=agent, **params
+        )
+        return await responses_driver.drive(
+            self.responses,
+            self.registry,
+            self.config,
+            body,
+            emit=self._emitter(handler),
+            tool_limiter=self.driver.tool_limiter,
+        )
 
     async def create_thread_and_run(
         self,
