@@ -27,9 +27,11 @@ from msgspec import UNSET
 from orchestrator import client as client_mod
 from orchestrator import config, errors, events, logs, metrics, models, store, tools, worker
 from orchestrator import orchestrator as orch_mod
+from orchestrator.protocols.responses import client as responses_client
 from orchestrator.store import base as store_base
 
 EXIT_CONFIG = 2
+PROTOCOLS = ("assistants", "responses")
 DEMO_MODEL = "gpt-4o-mini"
 #: (question, the emulator's script for the assistant's answer) of each demo job.
 DEMO_JOBS: tuple[tuple[str, list[dict[str, Any]]], ...] = (
@@ -98,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--message", required=True, help="the user's message")
     p.add_argument("--thread", help="an existing thread (default: a new one)")
     p.add_argument("--mode", choices=["poll", "stream", "auto"], help="override poll.mode")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="assistants", help="wire protocol")
+    p.add_argument("--model", help=f"model of a Responses run (default: {DEMO_MODEL})")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
 
     p = sub.add_parser("worker", help="claim and drive jobs until stopped")
@@ -108,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--message", action="append", default=[], help="user message (repeatable)")
     p.add_argument("--thread", help="existing thread for a create job")
     p.add_argument("--adopt", nargs=2, metavar=("THREAD", "RUN"), help="adopt an existing run")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="assistants", help="wire protocol")
+    p.add_argument("--model", help="model of a Responses job")
+    p.add_argument("--agent", help="Foundry agent name of a Responses job (instead of --model)")
     p.add_argument("--lock", help="queueing lock: refuse while a queued job holds it")
     p.add_argument("--count", type=int, default=1, help="how many identical jobs")
 
@@ -227,8 +234,14 @@ def _describe(event: events.Event) -> str | None:
             return f"stream fallback: {reason}"
         case events.UnknownStatus(status=status):
             return f"unknown status {status!r}; waiting"
-        case events.RunFinished(outcome=outcome):
+        case events.RunFinished(outcome=outcome) | events.ResponseFinished(outcome=outcome):
             return f"finished: {outcome}"
+        case events.ResponseCreated(response=response, adopted=adopted):
+            return f"response {response.id} {'adopted' if adopted else 'created'}"
+        case events.ResponseStatusChanged(previous=previous, current=current):
+            return f"status {previous or '-'} -> {current}"
+        case events.ToolRoundRequested(calls=round_calls):
+            return f"tool calls requested: {', '.join(c.name for c in round_calls)}"
         case _:
             return None
 
@@ -248,6 +261,11 @@ async def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
         _endpoint(cfg) as (cfg, emulated),
         orch_mod.Orchestrator(cfg, api_key=_key(cfg, emulated), handler=show) as orch,
     ):
+        if args.protocol == "responses":
+            answer = await orch.respond(model=args.model or DEMO_MODEL, input=args.message)
+            if not args.json:
+                print(f"\nreply: {answer.reply or '(none)'}")
+            return 0 if answer.ok else 1
         assistant = args.assistant
         if assistant is None:
             if not emulated:
@@ -269,10 +287,12 @@ async def _run_worker(
     # (BENCHMARKS.md, B3). The process is ours here, so tune it here, not in the library.
     gc.set_threshold(50_000, 20, 10)
     m = metrics.Metrics()
-    async with client_mod.AssistantsClient(
-        cfg.api, cfg.retry, api_key=_key(cfg, emulated), observer=m
-    ) as client:
-        w = worker.Worker(cfg, st, client, tools.default_registry, metrics_=m)
+    key = _key(cfg, emulated)
+    async with (
+        client_mod.AssistantsClient(cfg.api, cfg.retry, api_key=key, observer=m) as client,
+        responses_client.ResponsesClient(cfg.api, cfg.retry, api_key=key, observer=m) as responses,
+    ):
+        w = worker.Worker(cfg, st, client, tools.default_registry, metrics_=m, responses=responses)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signals, w)
             await w.run(until_idle=until_idle)
@@ -295,7 +315,13 @@ async def cmd_worker(cfg: config.Config, args: argparse.Namespace) -> int:
 
 async def cmd_enqueue(cfg: config.Config, args: argparse.Namespace) -> int:
     spec: store_base.JobSpec
-    if args.adopt:
+    if args.protocol == "responses":
+        if args.adopt or args.assistant or args.thread:
+            raise errors.InvalidJob("a Responses job takes --model or --agent and --message")
+        spec = store_base.ResponseJob(
+            model=args.model, agent=args.agent, input="\n".join(args.message)
+        )
+    elif args.adopt:
         if args.assistant or args.message:
             raise errors.InvalidJob("--adopt takes no --assistant or --message")
         spec = store_base.AdoptJob(thread_id=args.adopt[0], run_id=args.adopt[1])
@@ -378,6 +404,12 @@ async def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
             ids = []
             for i in range(args.jobs):
                 question, answer = DEMO_JOBS[i % len(DEMO_JOBS)]
+                spec: store_base.JobSpec
+                if i % 2:  # every other job speaks the Responses API
+                    script = {"emulator_script": json.dumps(answer)} if emulated else None
+                    spec = store_base.ResponseJob(model=DEMO_MODEL, input=question, metadata=script)
+                    ids.append(await st.enqueue(spec))
+                    continue
                 spec = store_base.CreateJob(
                     assistant_id=assistant,
                     messages=(models.MessageRequest(role="user", content=question),),

@@ -32,6 +32,10 @@ Emit = Callable[[events.Event], Awaitable[None]]
 class Ledger(Protocol):
     """The worker's durable record of one job's rounds (fenced by its claim)."""
 
+    async def confirm(self) -> None:
+        """Raise ``errors.LeaseLost`` unless the claim is still ours (before side effects)."""
+        ...
+
     async def calls(self, object_id: str) -> dict[str, store_base.CallRecord]:
         """What is known of the tool calls of ``object_id``."""
         ...
@@ -107,6 +111,7 @@ class ProtocolLoop(Generic[ObjT]):
         """Open, follow and answer until done; report the end."""
         current: base.Observation[ObjT] | None = None
         try:
+            await self._confirm()
             with anyio.fail_after(self._time_left()):
                 current = await self.session.open()
             await self._record(current)
@@ -213,6 +218,7 @@ class ProtocolLoop(Generic[ObjT]):
     async def _answer(
         self, current: base.Observation[ObjT], outputs: list[base.ToolOutput]
     ) -> base.Observation[ObjT]:
+        await self._confirm()
         with anyio.fail_after(self._time_left()):
             following = await self.session.answer(current, outputs)
         self.rounds += 1
@@ -235,6 +241,10 @@ class ProtocolLoop(Generic[ObjT]):
         return following
 
     # --- ends -------------------------------------------------------------------------------
+
+    async def _confirm(self) -> None:
+        if self.ledger is not None:
+            await self.ledger.confirm()
 
     async def _record(self, current: base.Observation[ObjT]) -> None:
         if self.ledger is not None:

@@ -39,7 +39,19 @@ import anyio
 import msgspec
 
 from orchestrator import client as client_mod
-from orchestrator import config, driver, errors, events, health, metrics, models, recovery, tools
+from orchestrator import (
+    config,
+    driver,
+    errors,
+    events,
+    health,
+    metrics,
+    models,
+    recovery,
+    response_jobs,
+    tools,
+)
+from orchestrator.protocols.responses import client as responses_client
 from orchestrator.store import base as store_base
 
 __all__ = ["JOB_METADATA_KEY", "Worker"]
@@ -130,10 +142,14 @@ class Worker:
         worker_id: str | None = None,
         metrics_: metrics.Metrics | None = None,
         handler: Callable[[events.Event], Awaitable[None] | None] | None = None,
+        responses: responses_client.ResponsesClient | None = None,
     ) -> None:
+        """``responses``: the client for ``ResponseJob``s (without it they fail)."""
         self.settings = settings
         self.store = store
         self.client = client
+        self.responses = responses
+        self.registry = registry
         self.metrics = metrics_ or metrics.Metrics()
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.driver = driver.Driver(client, registry, settings, cancel_on_abort=False)
@@ -329,11 +345,17 @@ class Worker:
                     entry.run = run
                     entry.in_round = False
                     entry.round_done.set()
+                case events.ResponseFinished():
+                    entry.in_round = False
+                    entry.round_done.set()
                 case _:
                     pass
             await self.subscribers.emit(event)
 
         spec = job.spec
+        if isinstance(spec, store_base.ResponseJob):
+            await self._drive_response_job(job, spec, ledger, emit)
+            return
         if isinstance(spec, store_base.AdoptJob):
             result = await self.driver.adopt(
                 spec.thread_id, spec.run_id, emit=emit, ledger=ledger, attempt=job.attempts
@@ -363,6 +385,29 @@ class Worker:
             result.outcome,
             extra={"job_id": job.id, "run_id": result.run.id, "action": "job_done"},
         )
+
+    async def _drive_response_job(
+        self,
+        job: store_base.Job,
+        spec: store_base.ResponseJob,
+        ledger: _JobLedger,
+        emit: driver.Emit,
+    ) -> None:
+        if self.responses is None:
+            raise errors.ConfigError("a response job needs the worker's Responses client")
+        state, result = await response_jobs.drive(
+            job,
+            spec,
+            store=self.store,
+            client=self.responses,
+            registry=self.registry,
+            settings=self.settings,
+            claim=ledger,
+            emit=emit,
+            tool_limiter=self.driver.tool_limiter,
+        )
+        await self.store.complete(job.id, job.epoch, state, result)
+        log.info("job %s: %s", state, result.status, extra={"job_id": job.id, "action": "job_done"})
 
     async def _create_or_resume(
         self,

@@ -204,6 +204,9 @@ class MemoryLedger:
         self.records: dict[str, dict[str, store_base.CallRecord]] = {}
         self.recorded: list[str] = []
 
+    async def confirm(self) -> None:
+        pass
+
     async def calls(self, object_id: str) -> dict[str, store_base.CallRecord]:
         return dict(self.records.get(object_id, {}))
 

@@ -57,6 +57,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobStore",
+    "ResponseJob",
     "RunOverrides",
     "decode_spec",
     "encode_spec",
@@ -138,7 +139,41 @@ class AdoptJob(_Spec, frozen=True, kw_only=True, omit_defaults=True, tag="adopt"
         _require_id(self.run_id, "run_id")
 
 
-JobSpec = CreateJob | AdoptJob
+class ResponseJob(_Spec, frozen=True, kw_only=True, omit_defaults=True, tag="response"):
+    """Create a background response (Responses API) and drive it through its tool rounds.
+
+    The worker records each response of the chain as the job's ``run_id`` the moment it exists
+    and tags each with the job id (``<job id>:<parent>``), so a resumed job continues from the
+    last response it recorded and finds any it created but did not record.
+    """
+
+    #: The model, or (with ``agent``) left out.
+    model: str | None = None
+    #: A Foundry agent's name, instead of a model.
+    agent: str | None = None
+    #: The user's input text.
+    input: str = ""
+    instructions: str | None = None
+    #: Continue this conversation (it carries the context instead of ``previous_response_id``).
+    conversation: str | None = None
+    max_output_tokens: int | None = None
+    metadata: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.model is None and self.agent is None:
+            raise errors.InvalidJob("a response job needs a model or an agent")
+        for name in ("model", "agent", "conversation"):
+            value = getattr(self, name)
+            if value is not None:
+                _require_id(value, name)
+
+    @property
+    def thread_id(self) -> None:
+        """No thread: a response chain does not lock one (jobs of it never wait on each other)."""
+        return None
+
+
+JobSpec = CreateJob | AdoptJob | ResponseJob
 
 
 class JobState(enum.StrEnum):
@@ -221,7 +256,7 @@ def encode_spec(spec: JobSpec) -> bytes:
     Struct constructors do not check field types, so the spec goes through one encode/decode
     round trip: whatever would not load back later is refused now. Raises ``errors.InvalidJob``.
     """
-    if not isinstance(spec, CreateJob | AdoptJob):
+    if not isinstance(spec, CreateJob | AdoptJob | ResponseJob):
         raise errors.InvalidJob(f"not a job spec: {type(spec).__name__}")
     try:
         data = _spec_encoder.encode(_StoredSpec(SPEC_VERSION, spec))
