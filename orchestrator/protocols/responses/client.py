@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 #: Metadata key holding the client-generated id of each response we create (the same key as
 #: runs' ``recovery.REF_KEY``).
 CLIENT_ID_KEY: Final = recovery.REF_KEY
-#: How many of the newest responses a recovery looks through.
-_RECOVERY_SCAN: Final = 100
+#: Responses per page when looking for our own.
+_RECOVERY_PAGE: Final = 100
 
 ResponseList = models.ListResponse[wire.Response]
 
@@ -164,22 +164,26 @@ class ResponsesClient:
 
     async def find(self, cid: str, *, since: float) -> wire.Response | None:
         """The response carrying client id ``cid`` created since ``since`` (minus clock skew),
-        among the newest ones; None when there is none or the server has no listing."""
-        try:
-            page = await self.list_responses(limit=_RECOVERY_SCAN, order="desc")
-        except (errors.NotFoundError, errors.BadRequestError) as exc:
-            log.info("no response listing to recover from (%s)", exc.message)
-            return None
-        except errors.APIError as exc:
-            if exc.status == 405:
+        newest first, page after page; None when there is none or the server has no listing."""
+        after: str | None = None
+        while True:
+            try:
+                page = await self.list_responses(limit=_RECOVERY_PAGE, order="desc", after=after)
+            except (errors.NotFoundError, errors.BadRequestError) as exc:
+                log.info("no response listing to recover from (%s)", exc.message)
                 return None
-            raise
-        for item in page.data:
-            if item.created_at < since - recovery.CLOCK_SKEW:
-                break
-            if (item.metadata or {}).get(CLIENT_ID_KEY) == cid:
-                return item
-        return None
+            except errors.APIError as exc:
+                if exc.status == 405:
+                    return None
+                raise
+            for item in page.data:
+                if (item.metadata or {}).get(CLIENT_ID_KEY) == cid:
+                    return item
+                if item.created_at < since - recovery.CLOCK_SKEW:
+                    return None  # newest first: older ones cannot be ours
+            if not page.has_more or not page.data:
+                return None
+            after = page.data[-1].id
 
     # --- streams ----------------------------------------------------------------------------
 
