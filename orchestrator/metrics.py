@@ -95,12 +95,14 @@ class Metrics:
         if not self.enabled:
             return
         match event:
-            case events.StatusChanged(current=status):
+            case (
+                events.StatusChanged(current=status) | events.ResponseStatusChanged(current=status)
+            ):
                 self.transitions.labels(status).inc()
             case events.ToolCallFinished(name=name, error_type=error, duration=seconds):
                 self.tool_calls.labels(name, error or "ok").inc()
                 self.tool_latency.labels(name).observe(seconds)
-            case events.RunFinished(outcome=outcome):
+            case events.RunFinished(outcome=outcome) | events.ResponseFinished(outcome=outcome):
                 self.runs_finished.labels(outcome).inc()
             case _:
                 pass

@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
+from prometheus_client import parser
 from worker_tools import lab
 
 from orchestrator import cli, config, errors, worker
@@ -56,8 +57,10 @@ async def test_jobs_of_both_protocols_share_one_queue(emu: Emulator, db: Path) -
         chain_jobs = [
             await st.enqueue(response_job(lab.script([False, False], [False]))) for _ in range(3)
         ]
-        await run_until_idle(worker.Worker(cfg, st, c, t.registry, worker_id="w1", responses=r))
+        w = worker.Worker(cfg, st, c, t.registry, worker_id="w1", responses=r)
+        await run_until_idle(w)
         jobs = {j: await st.get(j) for j in [run_job, *chain_jobs]}
+        body, _ = w.metrics.exposition()
         histories = {j: lab.messages(await st.history(j)) for j in chain_jobs}
     for job in jobs.values():
         assert job is not None
@@ -77,6 +80,13 @@ async def test_jobs_of_both_protocols_share_one_queue(emu: Emulator, db: Path) -
     assert len(t.effects) == 1 + 3 * 3
     assert len(set(t.effects)) == len(t.effects)
     assert {a for _, a in t.calls} == {1}
+    finished = [
+        sample.value
+        for family in parser.text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == "orchestrator_runs_finished_total"
+    ]
+    assert finished == [4.0]  # the run and the three chains
     stats = emu.responses_stats()
     assert stats.responses == {"completed": 9}
     assert stats.duplicate_outputs == 0
