@@ -14,7 +14,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import msgspec
 
-from orchestrator import models
+from orchestrator import deltas, models
 from orchestrator.protocols import base
 from orchestrator.protocols.responses import wire
 
@@ -32,6 +32,7 @@ __all__ = [
     "RunFinished",
     "StatusChanged",
     "StepCompleted",
+    "StepDelta",
     "StreamFallback",
     "Subscribers",
     "ToolCallFinished",
@@ -53,6 +54,11 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     thread_id: str
     #: Unix time when the event was made.
     at: float = msgspec.field(default_factory=time.time)
+
+    @property
+    def type(self) -> str:
+        """The event's tag, as in its JSON: ``run.created``, ``run.status_changed``, ..."""
+        return str(self.__struct_config__.tag)
 
 
 class RunCreated(Event, frozen=True, kw_only=True, tag="run.created"):
@@ -111,8 +117,21 @@ class StepCompleted(Event, frozen=True, kw_only=True, tag="step.completed"):
     step: models.RunStep
 
 
+class StepDelta(Event, frozen=True, kw_only=True, tag="step.delta"):
+    """A fragment of a run step as the model writes it (stream mode): a tool call's name and
+    arguments, code interpreter input and logs. Fragments of one call share its ``index``."""
+
+    step_id: str
+    delta: deltas.RunStepDeltaBody
+
+
 class MessageDelta(Event, frozen=True, kw_only=True, tag="message.delta"):
-    """A piece of the assistant's message text (stream mode)."""
+    """A piece of the assistant's message text, to forward to a user as it comes.
+
+    Stream mode: each fragment as the server sends it. Poll mode: each message whole, in one
+    event, before ``RunFinished``. Either way the pieces of one ``message_id``, joined, are its
+    text.
+    """
 
     message_id: str
     text: str
@@ -175,6 +194,7 @@ RunEvent: TypeAlias = (
     | ToolCallFinished
     | OutputsSubmitted
     | StepCompleted
+    | StepDelta
     | MessageDelta
     | StreamFallback
     | RunFinished

@@ -5,17 +5,34 @@ run is a span (``assistants.run``) carrying its status transitions as span event
 call a child span (``tool <name>``) timed from the call's own measured duration. Each response
 of a Responses chain is a span (``responses.response``), ended with its chain. Spans go to
 whatever tracer provider the application configured (the API's no-op one by default).
+
+A run's span ends at ``RunFinished``; a drive that ends by an exception or a cancellation sends
+no such event, so the ``Orchestrator`` drives each run inside ``ending_spans()``, which ends
+(as errors) the spans of the runs started within it that are still open when it exits that way.
+
+Who registers the recorder: the ``Orchestrator`` does, by itself (``tracer_provider=`` picks the
+provider; default the global one), and so does the CLI worker (the global provider). Registering
+another one on top records every span twice. The CLI sets up no provider of its own: run it
+under ``opentelemetry-instrument`` (package ``opentelemetry-distro`` plus an exporter, configured
+by the standard ``OTEL_*`` variables), e.g.
+``OTEL_SERVICE_NAME=orchestrator opentelemetry-instrument orchestrator worker``, or set the
+global provider in a module listed in ``tools.modules``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from orchestrator import events
 
-__all__ = ["AVAILABLE", "SpanRecorder"]
+__all__ = ["AVAILABLE", "SpanRecorder", "ending_spans"]
 
 AVAILABLE = importlib.util.find_spec("opentelemetry") is not None
 
@@ -23,8 +40,33 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
 
 
+#: The runs whose spans were started inside the innermost ``ending_spans()`` block.
+_started: contextvars.ContextVar[list[tuple[SpanRecorder, str]] | None] = contextvars.ContextVar(
+    "orchestrator_tracing_started", default=None
+)
+
+
+@contextlib.contextmanager
+def ending_spans() -> Iterator[None]:
+    """End the spans of runs started in this block if it exits by an exception or cancellation."""
+    started: list[tuple[SpanRecorder, str]] = []
+    token = _started.set(started)
+    try:
+        yield
+    except BaseException as exc:
+        for recorder, run_id in started:
+            recorder.abort(run_id, exc)
+        raise
+    finally:
+        _started.reset(token)
+
+
 class SpanRecorder:
-    """An event handler that turns a run's events into spans."""
+    """An event handler that turns a run's events into spans.
+
+    The Orchestrator and the CLI worker already register one; add one yourself only where
+    nothing does (a ``Driver`` or ``Worker`` wired by hand), else spans are doubled.
+    """
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         from opentelemetry import trace
@@ -36,7 +78,7 @@ class SpanRecorder:
         self._chains: dict[str, list[str]] = {}
 
     def observe(self, event: Any) -> None:
-        """Record one driver event (register with ``Orchestrator.on()`` or ``handler=``)."""
+        """Record one driver event (for a ``Driver`` or ``Worker`` you wire yourself)."""
         match event:
             case events.RunCreated(run=run) | events.RunAdopted(run=run):
                 self._runs[run.id] = self._tracer.start_span(
@@ -48,6 +90,8 @@ class SpanRecorder:
                         "assistants.adopted": isinstance(event, events.RunAdopted),
                     },
                 )
+                if (started := _started.get()) is not None:
+                    started.append((self, run.id))
             case events.StatusChanged(run_id=run_id, previous=previous, current=current):
                 if (span := self._runs.get(run_id)) is not None:
                     span.add_event("status", {"previous": previous or "", "current": current})
@@ -67,6 +111,8 @@ class SpanRecorder:
                     },
                 )
                 self._chains.setdefault(chain, []).append(run_id)
+                if (started := _started.get()) is not None:
+                    started.append((self, run_id))
             case events.ResponseStatusChanged(run_id=run_id, previous=previous, current=current):
                 if (span := self._runs.get(run_id)) is not None:
                     span.add_event("status", {"previous": previous or "", "current": current})
@@ -86,6 +132,19 @@ class SpanRecorder:
                     span.end()
             case _:
                 pass
+
+    def abort(self, run_id: str, exc: BaseException) -> None:
+        """End the span of a run whose drive stopped with ``exc`` (no-op if already ended)."""
+        span = self._runs.pop(run_id, None)
+        if span is None:
+            return
+        cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+        outcome = "cancelled" if cancelled else "error"
+        span.set_attribute("assistants.outcome", outcome)
+        if not cancelled:
+            span.record_exception(exc)
+        span.set_status(self._trace.StatusCode.ERROR, f"{outcome}: {type(exc).__name__}")
+        span.end()
 
     def _tool_span(self, event: events.ToolCallFinished) -> None:
         parent = self._runs.get(event.run_id)

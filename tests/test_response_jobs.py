@@ -154,7 +154,7 @@ def test_cli_run_and_enqueue_speak_responses(
 ) -> None:
     assert cli.main(["run", "--protocol", "responses", "--message", "hi", "--json"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    kinds = [json.loads(line)["type"] for line in lines[1:]]
+    kinds = [json.loads(line)["type"] for line in lines]
     assert kinds[0] == "response.created"
     assert kinds[-1] == "response.finished"
     assert json.loads(lines[-1])["outcome"] == "completed"

@@ -450,11 +450,12 @@ def test_enqueue_rejects_a_malformed_job_and_stores_nothing(
     assert cli.main(["--config", cfg, "enqueue", *args]) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.startswith("orchestrator: InvalidJob: ")
+    assert err.splitlines()[-1].startswith("orchestrator: InvalidJob: ")
     assert message in err
     assert cli.main(["--config", cfg, "status"]) == 0
-    table = capsys.readouterr().out.splitlines()
-    assert len(table) == 2  # headers and rule: no job
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("jobs: 0 in all")
+    assert len(lines) == 4  # counts, a blank line, headers and rule: no job
 
 
 @pytest.mark.usefixtures("cli_env")
@@ -469,7 +470,7 @@ def test_status_names_an_unreadable_database(
         path.write_bytes(b"not a database, only text " * 200)
     assert cli.main(["--config", config_file(tmp_path, path), "status"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("orchestrator: StoreError: ")
+    assert err.splitlines()[-1].startswith("orchestrator: StoreError: ")
     assert str(path) in err
 
 
@@ -496,7 +497,8 @@ def test_status_prints_the_job_table_and_one_jobs_history(
     assert all(q.startswith("job_") for q in queued)
 
     assert cli.main(["--config", cfg, "status"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    counts, _, *lines = capsys.readouterr().out.splitlines()
+    assert counts == "jobs: 4 in all: 2 queued, 0 running, 1 succeeded, 1 failed"
     assert lines[0].split() == ["job", "state", "tries", "run", "status", "tool", "calls", "reply"]
     rows = {line.split()[0]: line for line in lines[2:]}
     assert list(rows) == [*reversed(queued), bad, ok]  # newest first
@@ -509,12 +511,14 @@ def test_status_prints_the_job_table_and_one_jobs_history(
 
     assert cli.main(["--config", cfg, "status", "--state", "queued"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert sorted(line.split()[0] for line in lines[2:]) == sorted(queued)
+    assert sorted(line.split()[0] for line in lines[4:]) == sorted(queued)
 
     assert cli.main(["--config", cfg, "status", ok]) == 0
     out = capsys.readouterr().out
-    table, _, history = out.partition("\n\n")
-    assert ok in table
+    head, _, history = out.rpartition("\n\n")
+    assert f"job        {ok}" in head
+    assert "reply:\nall done" in head  # the whole reply, on its own lines
+    assert "tool outputs (" in head
     events_ = [line.split(None, 3)[3].strip() for line in history.splitlines()[2:]]
     assert events_[0] == "enqueued"
     assert events_[1] == "claimed by w-cli (epoch 1, attempt 1)"
@@ -524,3 +528,33 @@ def test_status_prints_the_job_table_and_one_jobs_history(
 
     assert cli.main(["--config", cfg, "status", "job_nope"]) == 1
     assert "no job job_nope" in capsys.readouterr().err
+
+
+async def test_a_job_out_of_attempts_cancels_the_run_it_left_holding_its_thread(
+    emu: Emulator, db: Path
+) -> None:
+    """Issue 10 defect 6: ``claim`` gives up on a job whose last worker died with its run
+    waiting for tool outputs; the run must not keep the thread locked until it expires."""
+    cfg, t = lab.settings(db, emu.base_url, max_attempts=1), lab.Lab()
+    async with lab.client(cfg) as c, SqliteStore(db) as st:
+        asst = await assistant(c)
+        job_id = await st.enqueue(lab.job(asst, lab.script([False])))
+        ghost = await lab.ghost_claim(st, job_id)
+        thread = await c.create_thread()
+        await st.record_thread(job_id, ghost.epoch, thread.id)
+        body = models.CreateRun(
+            assistant_id=asst,
+            metadata={lab.JOB_KEY: job_id, "emulator_script": lab.script([False])},
+        )
+        run = await c.create_run(thread.id, body)
+        await st.record_run(job_id, ghost.epoch, run.id)
+        await lab.wait_status(c, thread.id, run.id, "requires_action")
+        await run_until_idle(worker.Worker(cfg, st, c, t.registry))
+        job = await st.get(job_id)
+        after = await c.retrieve_run(thread.id, run.id)
+        history = lab.messages(await st.history(job_id))
+    assert job is not None
+    assert job.state is JobState.FAILED
+    assert after.status in {"cancelling", "cancelled"}
+    assert f"run {run.id} cancelled" in history
+    assert not t.calls
