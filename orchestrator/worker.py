@@ -39,7 +39,18 @@ import anyio
 import msgspec
 
 from orchestrator import client as client_mod
-from orchestrator import config, driver, errors, events, health, metrics, models, recovery, tools
+from orchestrator import (
+    config,
+    driver,
+    errors,
+    events,
+    health,
+    metrics,
+    models,
+    recovery,
+    toolcheck,
+    tools,
+)
 from orchestrator.store import base as store_base
 
 __all__ = ["JOB_METADATA_KEY", "Worker"]
@@ -142,6 +153,7 @@ class Worker:
         self.metrics = metrics_ or metrics.Metrics()
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.driver = driver.Driver(client, registry, settings, cancel_on_abort=False)
+        self.tool_check = toolcheck.ToolCheck(registry, settings.tools.check_tools)
         self.subscribers = events.Subscribers()
         self.subscribers.add(self.metrics.observe)
         if handler is not None:
@@ -156,6 +168,11 @@ class Worker:
         self.health_address: tuple[str, int] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def stop_requested(self) -> bool:
+        """``stop()`` was called (by a signal handler, say)."""
+        return self._stop_requests > 0
 
     @property
     def aborted(self) -> bool:
@@ -429,6 +446,7 @@ class Worker:
                 thread_id, run_id, emit=emit, ledger=ledger, attempt=job.attempts
             )
         body = spec.run_request()
+        await self.tool_check.check(self.client, spec.assistant_id, body.tools)
         metadata = dict(body.metadata or {}) if body.metadata is not msgspec.UNSET else {}
         metadata[JOB_METADATA_KEY] = job.id
         body = msgspec.structs.replace(body, metadata=metadata)

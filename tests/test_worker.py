@@ -558,3 +558,32 @@ async def test_a_job_out_of_attempts_cancels_the_run_it_left_holding_its_thread(
     assert after.status in {"cancelling", "cancelled"}
     assert f"run {run.id} cancelled" in history
     assert not t.calls
+
+
+@pytest.mark.parametrize("mode", ["warn", "error"])
+async def test_a_job_whose_assistant_offers_unregistered_tools_is_named_before_its_run(
+    emu: Emulator, db: Path, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14 item 1, in the worker: ``tools.check_tools`` names the assistant's tools that no
+    module registered before the run starts (``error`` fails the job instead of a "success"
+    whose every call was an ``unknown_tool`` output)."""
+    cfg, t = lab.settings(db, emu.base_url), lab.Lab()
+    cfg = msgspec.structs.replace(cfg, tools=msgspec.structs.replace(cfg.tools, check_tools=mode))
+    async with lab.client(cfg) as c, SqliteStore(db) as st:
+        tool = models.ToolDefinition(
+            type="function", function=models.FunctionDefinition(name="not_registered")
+        )
+        asst = (await c.create_assistant(model="gpt-4o-mini", tools=[tool])).id
+        job_id = await st.enqueue(lab.job(asst, json.dumps([{"message": "hi"}])))
+        with caplog.at_level(logging.WARNING, logger="orchestrator"):
+            await run_until_idle(worker.Worker(cfg, st, c, t.registry))
+        job = await st.get(job_id)
+    assert job is not None
+    assert "not_registered" in caplog.text
+    if mode == "warn":
+        assert job.state is JobState.SUCCEEDED
+    else:
+        assert job.state is JobState.FAILED
+        assert job.result is not None
+        assert job.run_id is None  # refused before any run was created
+        assert "not_registered" in (job.result.last_error or "")
