@@ -423,6 +423,11 @@ async def cmd_worker(cfg: config.Config, args: argparse.Namespace) -> int:
     tools.import_tool_modules(cfg.tools.modules)
     async with _endpoint(cfg) as (live, emulated), store.open_store(live.worker) as st:
         w = await _run_worker(live, emulated, st, until_idle=args.until_idle)
+    if w.stop_requested:
+        # The signal receiver is gone: a late signal (the drain is over) must not turn a clean
+        # exit into a death by signal (143).
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
     if w.aborted:
         # A second signal means now: sync tools still running in worker threads (which the
         # interpreter would wait for) are left behind; their jobs are resumed elsewhere.

@@ -36,6 +36,10 @@ class Ledger(Protocol):
         """Raise ``errors.LeaseLost`` unless the claim is still ours (before side effects)."""
         ...
 
+    def check(self) -> None:
+        """The same, from local state only (right before each tool starts)."""
+        ...
+
     async def calls(self, object_id: str) -> dict[str, store_base.CallRecord]:
         """What is known of the tool calls of ``object_id``."""
         ...
@@ -212,6 +216,7 @@ class ProtocolLoop(Generic[ObjT]):
                 limiter=self.tool_limiter,
                 attempt=attempt,
                 on_result=on_result,
+                guard=self.ledger.check if self.ledger is not None else None,
             )
         return [base.ToolOutput(c.id, answered[c.id]) for c in calls]
 

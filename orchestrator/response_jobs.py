@@ -28,6 +28,10 @@ class ClaimLedger(Protocol):
         """Raise ``LeaseLost`` unless the claim is still live."""
         ...
 
+    def check(self) -> None:
+        """The same, from the local lease deadline only."""
+        ...
+
     async def begin(self, run_id: str, tool_call_ids: Sequence[str]) -> dict[str, int]:
         """Record calls as begun; each one's attempt."""
         ...
@@ -51,6 +55,9 @@ class _Ledger:
 
     async def confirm(self) -> None:
         await self._claim.confirm()
+
+    def check(self) -> None:
+        self._claim.check()
 
     async def calls(self, object_id: str) -> dict[str, store_base.CallRecord]:
         return await self._store.calls(object_id)

@@ -49,6 +49,7 @@ from orchestrator import (
     models,
     recovery,
     response_jobs,
+    toolcheck,
     tools,
 )
 from orchestrator.protocols.responses import client as responses_client
@@ -158,6 +159,7 @@ class Worker:
         self.metrics = metrics_ or metrics.Metrics()
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.driver = driver.Driver(client, registry, settings, cancel_on_abort=False)
+        self.tool_check = toolcheck.ToolCheck(registry, settings.tools.check_tools)
         self.subscribers = events.Subscribers()
         self.subscribers.add(self.metrics.observe)
         if handler is not None:
@@ -172,6 +174,11 @@ class Worker:
         self.health_address: tuple[str, int] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def stop_requested(self) -> bool:
+        """``stop()`` was called (by a signal handler, say)."""
+        return self._stop_requests > 0
 
     @property
     def aborted(self) -> bool:
@@ -474,6 +481,7 @@ class Worker:
                 thread_id, run_id, emit=emit, ledger=ledger, attempt=job.attempts
             )
         body = spec.run_request()
+        await self.tool_check.check(self.client, spec.assistant_id, body.tools)
         metadata = dict(body.metadata or {}) if body.metadata is not msgspec.UNSET else {}
         metadata[JOB_METADATA_KEY] = job.id
         body = msgspec.structs.replace(body, metadata=metadata)

@@ -207,6 +207,9 @@ class MemoryLedger:
     async def confirm(self) -> None:
         pass
 
+    def check(self) -> None:
+        pass
+
     async def calls(self, object_id: str) -> dict[str, store_base.CallRecord]:
         return dict(self.records.get(object_id, {}))
 
