@@ -25,7 +25,18 @@ import msgspec
 from msgspec import UNSET
 
 from orchestrator import client as client_mod
-from orchestrator import config, errors, events, logs, metrics, models, store, tools, worker
+from orchestrator import (
+    config,
+    credentials,
+    errors,
+    events,
+    logs,
+    metrics,
+    models,
+    store,
+    tools,
+    worker,
+)
 from orchestrator import orchestrator as orch_mod
 from orchestrator.store import base as store_base
 
@@ -168,8 +179,10 @@ async def _endpoint(cfg: config.Config) -> AsyncIterator[tuple[config.Config, bo
         yield msgspec.structs.replace(cfg, api=api), True
 
 
-def _key(cfg: config.Config, emulated: bool) -> config.Secret | None:
-    return cfg.api_key() or (config.Secret("emulator") if emulated else None)
+def _credential(cfg: config.Config, emulated: bool) -> credentials.TokenProvider | None:
+    if emulated:
+        return credentials.StaticKey("emulator", header="bearer")
+    return credentials.from_config(cfg.api)
 
 
 async def _demo_assistant(client: client_mod.AssistantsClient, registry: tools.ToolRegistry) -> str:
@@ -246,7 +259,7 @@ async def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
 
     async with (
         _endpoint(cfg) as (cfg, emulated),
-        orch_mod.Orchestrator(cfg, api_key=_key(cfg, emulated), handler=show) as orch,
+        orch_mod.Orchestrator(cfg, credential=_credential(cfg, emulated), handler=show) as orch,
     ):
         assistant = args.assistant
         if assistant is None:
@@ -270,7 +283,7 @@ async def _run_worker(
     gc.set_threshold(50_000, 20, 10)
     m = metrics.Metrics()
     async with client_mod.AssistantsClient(
-        cfg.api, cfg.retry, api_key=_key(cfg, emulated), observer=m
+        cfg.api, cfg.retry, credential=_credential(cfg, emulated), observer=m
     ) as client:
         w = worker.Worker(cfg, st, client, tools.default_registry, metrics_=m)
         async with anyio.create_task_group() as tg:
@@ -372,7 +385,7 @@ async def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
         cfg = msgspec.structs.replace(cfg, worker=wcfg)
         async with _endpoint(cfg) as (cfg, emulated), store.open_store(cfg.worker) as st:
             async with client_mod.AssistantsClient(
-                cfg.api, cfg.retry, api_key=_key(cfg, emulated)
+                cfg.api, cfg.retry, credential=_credential(cfg, emulated)
             ) as client:
                 assistant = await _demo_assistant(client, tools.default_registry)
             ids = []

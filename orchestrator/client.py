@@ -20,7 +20,7 @@ import anyio
 import msgspec
 from msgspec import UNSET
 
-from orchestrator import config, errors, models, ratelimit, streaming, transport
+from orchestrator import config, credentials, errors, models, ratelimit, streaming, transport
 
 __all__ = ["AssistantsClient", "RequestObserver", "Response"]
 
@@ -93,16 +93,21 @@ class AssistantsClient:
         session: aiohttp.ClientSession | None = None,
         observer: RequestObserver | None = None,
         limiter: ratelimit.RateLimiter | None = None,
+        credential: credentials.TokenProvider | None = None,
     ) -> None:
+        """``credential`` (Entra ID, bearer tokens...) replaces ``api_key`` when given."""
         self._api = api if api is not None else config.ApiConfig()
         key = config.Secret(api_key) if isinstance(api_key, str) else api_key
+        if credential is None and key:
+            azure = self._api.flavor == "azure"
+            credential = credentials.StaticKey(key, header="api-key" if azure else "bearer")
         rps = self._api.max_requests_per_second
         if limiter is None and rps is not None:
             limiter = ratelimit.TokenBucket(rps)
         self._transport = transport.Transport(
             self._api,
             retry if retry is not None else config.RetryConfig(),
-            api_key=key or None,
+            credential=credential,
             limiter=limiter,
             observer=observer,
         )
@@ -271,6 +276,46 @@ class AssistantsClient:
     ) -> models.Run:
         """Answer a ``requires_action`` run (see ``submit_tool_outputs_response``)."""
         return (await self.submit_tool_outputs_response(thread_id, run_id, outputs)).data
+
+    async def submit_tool_approvals_response(
+        self, thread_id: str, run_id: str, approvals: Sequence[models.ToolApproval]
+    ) -> Response[models.Run]:
+        """Foundry: answer a ``submit_tool_approval`` action (as ``submit_tool_outputs_response``
+        does outputs, a refused retry reading the run back)."""
+        path = _run_path(thread_id, run_id) + "/submit_tool_outputs"
+        body = models.encode(models.SubmitToolApprovals(tool_approvals=list(approvals)))
+        try:
+            return await self._transport.request(
+                "submit_tool_approvals",
+                "POST",
+                path,
+                models.Run,
+                body=body,
+                already_applied=_submit_raced,
+            )
+        except transport.AlreadyApplied as exc:
+            self._log_race(thread_id, run_id, exc.error)
+        return await self.retrieve_run_response(thread_id, run_id)
+
+    def submit_tool_approvals_stream(
+        self, thread_id: str, run_id: str, approvals: Sequence[models.ToolApproval]
+    ) -> contextlib.AbstractAsyncContextManager[streaming.EventStream]:
+        """Foundry: submit approvals and follow the resumed run's events (empty stream: an
+        earlier attempt went through, read the run)."""
+        path = _run_path(thread_id, run_id) + "/submit_tool_outputs"
+        body = models.SubmitToolApprovals(tool_approvals=list(approvals), stream=True)
+
+        async def applied(refusal: errors.APIError) -> streaming.EventStream:
+            self._log_race(thread_id, run_id, refusal)
+            return streaming.EventStream.empty()
+
+        return self._stream(
+            "submit_tool_approvals_stream",
+            path,
+            models.encode(body),
+            already_applied=_submit_raced,
+            on_applied=applied,
+        )
 
     async def list_run_steps(
         self,

@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from orchestrator import client as client_mod
-from orchestrator import config, errors, events, models, tools, tracing
+from orchestrator import config, credentials, errors, events, models, tools, tracing
 from orchestrator import driver as driver_mod
 
 __all__ = ["Orchestrator", "RunStream"]
@@ -47,13 +47,17 @@ class Orchestrator:
         client: client_mod.AssistantsClient | None = None,
         api_key: config.Secret | str | None = None,
         handler: Handler | None = None,
+        credential: credentials.TokenProvider | None = None,
     ) -> None:
+        """``credential`` (e.g. ``credentials.EntraToken()``) wins over ``api_key``; with
+        neither, ``api.credential`` of the config decides."""
         from orchestrator import config as config_mod
 
         self.config = config or config_mod.Config()
         self.registry = registry if registry is not None else tools.default_registry
         self._client = client
         self._api_key = config_mod.Secret(api_key) if isinstance(api_key, str) else api_key
+        self._credential = credential
         self.subscribers = events.Subscribers()
         if tracing.AVAILABLE:
             self.subscribers.add(tracing.SpanRecorder().observe)
@@ -68,9 +72,16 @@ class Orchestrator:
         await stack.__aenter__()
         try:
             if self._client is None:
-                key = self._api_key if self._api_key is not None else self.config.api_key()
+                credential = self._credential
+                if credential is None and self._api_key is None:
+                    credential = credentials.from_config(self.config.api)
                 self._client = await stack.enter_async_context(
-                    client_mod.AssistantsClient(self.config.api, self.config.retry, api_key=key)
+                    client_mod.AssistantsClient(
+                        self.config.api,
+                        self.config.retry,
+                        api_key=self._api_key,
+                        credential=credential,
+                    )
                 )
             self._driver = driver_mod.Driver(self._client, self.registry, self.config)
             self._tg = await stack.enter_async_context(anyio.create_task_group())

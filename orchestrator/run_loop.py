@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 import anyio
 import msgspec
 
+from orchestrator import approvals, config, dispatch, errors, events, models, streaming
 from orchestrator import client as client_mod
-from orchestrator import config, dispatch, errors, events, models, streaming
 
 if TYPE_CHECKING:
     from orchestrator import driver as driver_mod
@@ -91,6 +91,7 @@ class RunLoop:
         self.settings = driver.settings
         self.tool_limiter = driver.tool_limiter
         self.cancel_on_abort = driver.cancel_on_abort
+        self.approver = driver.approver
         self.emit = emit
         self.ledger = ledger
         self.run_: models.Run | None = None
@@ -298,7 +299,11 @@ class RunLoop:
                     return await self._cancel_and_wait("tool_failed")
                 interval = poll.initial_interval
                 continue
-            if run.requires_action and not run.tool_calls:
+            if run.approval_calls and not self._stale_action(run):
+                await self._answer_approvals(run)
+                interval = poll.initial_interval
+                continue
+            if run.requires_action and not run.tool_calls and not run.approval_calls:
                 # An action of a kind we cannot answer: report it once, keep waiting.
                 kind = run.required_action.type if run.required_action else "none"
                 await self._unknown(run, f"requires_action:{kind}")
@@ -314,7 +319,7 @@ class RunLoop:
 
     def _stale_action(self, run: models.Run) -> bool:
         """The run still shows calls we already submitted: an old view, not a new round."""
-        ids = {call.id for call in run.tool_calls}
+        ids = {call.id for call in (*run.tool_calls, *run.approval_calls)}
         return bool(ids) and ids <= self.submitted_ids
 
     def _delay(self, interval: float, run: models.Run) -> float:
@@ -388,6 +393,7 @@ class RunLoop:
                 await self.emit(
                     events.StepCompleted(run_id=run.id, thread_id=run.thread_id, step=step)
                 )
+                await approvals.report_server_tools(step, self.emit)
 
     # --- streaming -------------------------------------------------------------------------
 
@@ -439,6 +445,7 @@ class RunLoop:
                 await self.emit(
                     events.StepCompleted(run_id=step.run_id, thread_id=step.thread_id, step=step)
                 )
+                await approvals.report_server_tools(step, self.emit)
             case streaming.MessageDeltaEvent():
                 text = streaming.delta_text(event.delta)
                 if text and self.run_ is not None:
@@ -549,6 +556,30 @@ class RunLoop:
         await self.emit(
             events.OutputsSubmitted(run_id=run.id, thread_id=run.thread_id, outputs=list(outputs))
         )
+
+    async def _answer_approvals(self, run: models.Run) -> None:
+        """Foundry's ``submit_tool_approval``: decide (ledger, hook or policy) and submit."""
+        answers = await self.approver.decide(run, ledger=self.ledger, emit=self.emit)
+        self.rounds += 1
+        self.submitted_ids.update(a.tool_call_id for a in answers)
+        try:
+            if self.stream:
+                with anyio.move_on_after(self._time_left()):
+                    async with self.client.submit_tool_approvals_stream(
+                        run.thread_id, run.id, answers
+                    ) as stream:
+                        await self._consume(stream)
+                return
+            response = await self.client.submit_tool_approvals_response(
+                run.thread_id, run.id, answers
+            )
+        except errors.BadRequestError as exc:
+            if _NOT_ACCEPTING not in exc.message:
+                raise
+            log.warning("%s", exc.message, extra={"run_id": run.id, "action": "submit_refused"})
+            response = await self.client.retrieve_run_response(run.thread_id, run.id)
+        self.hint_ms = response.poll_after_ms
+        await self._observe(response.data)
 
     # --- cancelling and finishing ----------------------------------------------------------
 
