@@ -107,15 +107,19 @@ def parse_decision(output: str) -> bool | None:
     return None
 
 
+def _text(value: str | msgspec.UnsetType) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def request_for(run: models.Run, call: models.RequiredToolCall) -> ApprovalRequest:
     """The request the hook and the events see for one call."""
     return ApprovalRequest(
         run_id=run.id,
         thread_id=run.thread_id,
         tool_call_id=call.id,
-        server_label=call.server_label or "",
-        name=call.name or (call.function.name if call.function else ""),
-        arguments=call.arguments or (call.function.arguments if call.function else ""),
+        server_label=_text(call.server_label),
+        name=_text(call.name),
+        arguments=_text(call.arguments),
     )
 
 

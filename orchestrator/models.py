@@ -237,12 +237,13 @@ class RequiredToolCall(Struct, gc=False):
     id: str
     type: str = "function"
     function: FunctionCall | None = None
+    # Foundry's ``mcp`` calls only (UNSET: absent, so other calls encode as before).
     #: ``mcp``: the tool's name on its server.
-    name: str | None = None
+    name: str | UnsetType = UNSET
     #: ``mcp``: the arguments as a JSON string.
-    arguments: str | None = None
+    arguments: str | UnsetType = UNSET
     #: ``mcp``: the label of the MCP server the tool belongs to.
-    server_label: str | None = None
+    server_label: str | UnsetType = UNSET
 
 
 class SubmitToolOutputsAction(Struct):
@@ -257,13 +258,15 @@ class RequiredAction(Struct):
 
     type: str = "submit_tool_outputs"
     submit_tool_outputs: SubmitToolOutputsAction | None = None
-    submit_tool_approval: SubmitToolOutputsAction | None = None
+    submit_tool_approval: SubmitToolOutputsAction | UnsetType = UNSET
 
     @property
     def approval_calls(self) -> list[RequiredToolCall]:
         """The calls awaiting approval (empty unless ``submit_tool_approval``)."""
         sta = self.submit_tool_approval
-        return sta.tool_calls if sta is not None and self.type == APPROVAL_ACTION else []
+        if isinstance(sta, UnsetType) or self.type != APPROVAL_ACTION:
+            return []
+        return sta.tool_calls
 
     @property
     def tool_calls(self) -> list[RequiredToolCall]:
@@ -311,7 +314,7 @@ class Run(Struct, kw_only=True):
     #: v1 only.
     file_ids: list[str] = []
     #: Foundry: resources the run's tools use (kept as sent; not interpreted here).
-    tool_resources: dict[str, Any] | None = None
+    tool_resources: dict[str, Any] | None | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         # A decoded Raw is a view into the whole response body; keep only its own bytes.

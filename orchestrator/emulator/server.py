@@ -79,6 +79,8 @@ class Emulator:
         shown = f"[{host}]" if ":" in host else host
         self.azure_endpoint = f"http://{shown}:{self.port}"
         self.base_url = self.azure_endpoint + "/v1"
+        #: A Foundry project endpoint (``api.flavor: foundry``).
+        self.foundry_endpoint = self.azure_endpoint + "/api/projects/emulator"
         return self
 
     async def __aexit__(
