@@ -18,8 +18,8 @@ import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from orchestrator import approvals, config, credentials, errors, events, models, tools, tracing
 from orchestrator import client as client_mod
-from orchestrator import config, credentials, errors, events, models, tools, tracing
 from orchestrator import driver as driver_mod
 
 __all__ = ["Orchestrator", "RunStream"]
@@ -48,9 +48,12 @@ class Orchestrator:
         api_key: config.Secret | str | None = None,
         handler: Handler | None = None,
         credential: credentials.TokenProvider | None = None,
+        approve: approvals.Hook | None = None,
     ) -> None:
         """``credential`` (e.g. ``credentials.EntraToken()``) wins over ``api_key``; with
-        neither, ``api.credential`` of the config decides."""
+        neither, ``api.credential`` of the config decides. ``approve`` decides Foundry's MCP
+        tool approvals (``async def approve(call) -> bool | Approval``) instead of the
+        ``approvals`` policy of the config."""
         from orchestrator import config as config_mod
 
         self.config = config or config_mod.Config()
@@ -58,6 +61,7 @@ class Orchestrator:
         self._client = client
         self._api_key = config_mod.Secret(api_key) if isinstance(api_key, str) else api_key
         self._credential = credential
+        self._approve = approve
         self.subscribers = events.Subscribers()
         if tracing.AVAILABLE:
             self.subscribers.add(tracing.SpanRecorder().observe)
@@ -83,7 +87,9 @@ class Orchestrator:
                         credential=credential,
                     )
                 )
-            self._driver = driver_mod.Driver(self._client, self.registry, self.config)
+            self._driver = driver_mod.Driver(
+                self._client, self.registry, self.config, approve=self._approve
+            )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
         except BaseException:
             await stack.__aexit__(None, None, None)
