@@ -13,7 +13,7 @@ class Token(NamedTuple):
     """What ``AsyncTokenCredential.get_token`` returns (azure-core's ``AccessToken`` shape)."""
 
     token: str
-    expires_on: int
+    expires_on: float
 
 
 class EmulatorCredential:
@@ -33,7 +33,7 @@ class EmulatorCredential:
         ):
             resp.raise_for_status()
             body = await resp.json()
-        return Token(body["token"], int(body["expires_on"]))
+        return Token(body["token"], float(body["expires_on"]))
 
     async def close(self) -> None:
         return None

@@ -137,7 +137,7 @@ class Revoked:
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> Token:
         got = await self.inner.get_token(*scopes)
-        return Token(got.token, int(time.time()) + 3600)
+        return Token(got.token, time.time() + 3600)
 
 
 @pytest.fixture

@@ -47,7 +47,8 @@ _submit_decoder: Final = msgspec.json.Decoder(_SubmitBody)
 
 class _Token(msgspec.Struct):
     token: str
-    expires_on: int
+    #: Unix time with sub-second precision (Entra's are whole seconds; tests rotate faster).
+    expires_on: float
 
 
 class _TokenCounts(msgspec.Struct):
@@ -91,7 +92,7 @@ async def issue_token(request: web.Request) -> web.StreamResponse:
     """A new token for Foundry requests (``foundry_token_ttl`` s; 1 h when unset)."""
     ttl = request.app[gate.ENGINE].settings.foundry_token_ttl or 3600.0
     token, expires = request.app[foundry_auth.TOKENS].issue(ttl)
-    return replies.json_response(_Token(token=token, expires_on=int(expires)))
+    return replies.json_response(_Token(token=token, expires_on=expires))
 
 
 async def token_counts(request: web.Request) -> web.StreamResponse:
