@@ -173,7 +173,8 @@ class JsonSchemaFormat(Struct, omit_defaults=True):
 class ResponseFormat(Struct, omit_defaults=True):
     """The object form of ``response_format``: ``text``, ``json_object`` or ``json_schema``."""
 
-    type: str
+    #: Foundry's spec lets it be null (``AgentsResponseFormat.type`` is optional).
+    type: str | None = None
     json_schema: JsonSchemaFormat | None = None
 
 
