@@ -24,8 +24,8 @@ import anyio
 import msgspec
 from msgspec import UNSET
 
-from orchestrator import client as client_mod
 from orchestrator import (
+    approvals,
     config,
     credentials,
     errors,
@@ -37,6 +37,7 @@ from orchestrator import (
     tools,
     worker,
 )
+from orchestrator import client as client_mod
 from orchestrator import orchestrator as orch_mod
 from orchestrator.store import base as store_base
 
@@ -126,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("job", nargs="?", help="job id")
     p.add_argument("--state", choices=[s.value for s in store_base.JobState])
     p.add_argument("--limit", type=int, default=50)
+
+    p = sub.add_parser("approve", help="decide a parked job's MCP tool approval and resume it")
+    p.add_argument("job", help="a job in state waiting_approval")
+    p.add_argument("calls", nargs="+", metavar="CALL", help="tool call id(s), from its status")
+    verdict = p.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--allow", action="store_true", help="let the MCP call run")
+    verdict.add_argument("--deny", action="store_true", help="refuse it")
 
     p = sub.add_parser("emulator", help="serve the local Assistants API emulator")
     p.add_argument("--host", default="127.0.0.1")
@@ -342,6 +350,16 @@ async def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_approve(cfg: config.Config, args: argparse.Namespace) -> int:
+    output = approvals.decision_output(bool(args.allow))
+    async with store.open_store(cfg.worker) as st:
+        for call in args.calls:
+            await st.decide(args.job, call, output)
+    verb = "allowed" if args.allow else "denied"
+    print(f"{args.job}: {', '.join(args.calls)} {verb}; the job is queued again")
+    return 0
+
+
 def _when(at: float) -> str:
     import datetime
 
@@ -413,6 +431,7 @@ _COMMANDS = {
     "worker": cmd_worker,
     "enqueue": cmd_enqueue,
     "status": cmd_status,
+    "approve": cmd_approve,
     "emulator": cmd_emulator,
     "demo": cmd_demo,
 }

@@ -31,8 +31,8 @@ from typing import Final
 import anyio
 import msgspec
 
+from orchestrator import approvals, config, driver, errors, events, health, metrics, models, tools
 from orchestrator import client as client_mod
-from orchestrator import config, driver, errors, events, health, metrics, models, tools
 from orchestrator.store import base as store_base
 
 __all__ = ["JOB_METADATA_KEY", "Worker"]
@@ -372,6 +372,11 @@ class Worker:
         entry.released = True
         with anyio.CancelScope(shield=True):
             try:
+                if isinstance(exc, approvals.ApprovalPending):
+                    # A human decides (``orchestrator approve``), which queues the job again.
+                    log.info("%s", exc, extra={"job_id": job.id, "action": "waiting_approval"})
+                    await self.store.park(job.id, job.epoch, f"waiting for approval: {exc}")
+                    return
                 if isinstance(exc, errors.TransientError | errors.StoreError):
                     # Not handed back: the lease lapses and the job is claimed again then, with
                     # the attempt counted, so a job failing this way backs off and is bounded.

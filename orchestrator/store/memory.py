@@ -263,6 +263,31 @@ class MemoryStore:
         await self._enter()
         return {call: output for call, (_, output) in self._ledger.get(run_id, {}).items()}
 
+    async def park(self, job_id: str, epoch: int, message: str) -> None:
+        await self._enter()
+        job = self._fence(job_id, epoch, "park")
+        self._put(
+            _replace(
+                job,
+                state=base.JobState.WAITING_APPROVAL,
+                attempts=max(job.attempts - 1, 0),
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=time.time(),
+            )
+        )
+        self._log(job_id, epoch, message)
+
+    async def decide(self, job_id: str, tool_call_id: str, output: str) -> None:
+        await self._enter()
+        job = self._jobs.get(job_id)
+        run_id = base.check_parked(job, job_id)
+        assert job is not None
+        calls = self._ledger.setdefault(run_id, {})
+        calls.setdefault(tool_call_id, (job.epoch, output))
+        self._put(_replace(job, state=base.JobState.QUEUED, updated_at=time.time()))
+        self._log(job_id, job.epoch, base.decided_message(tool_call_id, output))
+
 
 def _end(job: base.Job, state: base.JobState, result: base.JobResult, now: float) -> base.Job:
     """The job in a final state with its result, lease dropped."""
