@@ -210,28 +210,20 @@ async def report_server_tools(step: models.RunStep, emit: run_loop.Emit) -> None
     details = step.step_details
     if details is None:
         return
-    for call in details.tool_calls or ():
-        if call.server_side:
-            await emit(
-                events.ServerToolObserved(
-                    run_id=step.run_id,
-                    thread_id=step.thread_id,
-                    step_id=step.id,
-                    tool_type=call.type,
-                    item_id=call.id,
-                    server_label=call.server_label,
-                    name=call.name,
-                )
-            )
-    for activity in details.activities or ():
+    seen: list[tuple[str, str, str | None, str | None]] = [
+        (c.type, c.id, c.server_label, c.name) for c in details.tool_calls or () if c.server_side
+    ]
+    seen += [(a.type, a.id, a.server_label, None) for a in details.activities or ()]
+    for tool_type, item_id, server_label, name in seen:
         await emit(
             events.ServerToolObserved(
                 run_id=step.run_id,
                 thread_id=step.thread_id,
                 step_id=step.id,
-                tool_type=activity.type,
-                item_id=activity.id,
+                tool_type=tool_type,
+                item_id=item_id,
                 step_type=details.type,
-                server_label=activity.server_label,
+                server_label=server_label,
+                name=name,
             )
         )
