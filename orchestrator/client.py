@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import aiohttp
 import anyio
 import msgspec
 from msgspec import UNSET
 
-from orchestrator import config, credentials, errors, models, ratelimit, streaming, transport
+from orchestrator import config, credentials, models, ratelimit, streaming, transport
 
 __all__ = ["AssistantsClient", "RequestObserver", "Response"]
 
@@ -35,27 +33,9 @@ RequestObserver = transport.RequestObserver
 _Body = TypeVar("_Body", models.CreateRun, models.CreateThreadAndRun)
 _Item = TypeVar("_Item", models.Run, models.RunStep, models.Message)
 
-#: Part of the 400 a submit gets when the run has already moved on (WIRE.md 7.3).
-_SUBMIT_RACE: Final = "do not accept tool outputs"
-#: The 400 a create gets while the thread has an active run (WIRE.md 7.5); after a retry, that
-#: run may be the one our own earlier attempt created.
-_CREATE_RACE: Final = re.compile(r"already has an active run (\S+?)\.?$")
-#: Seconds of clock difference tolerated when recognising our own run by its ``created_at``.
-_CLOCK_SKEW: Final = 120
-
 
 def _run_path(thread_id: str, run_id: str) -> str:
     return f"/threads/{transport.segment(thread_id)}/runs/{transport.segment(run_id)}"
-
-
-def _submit_raced(error: errors.APIError) -> bool:
-    return isinstance(error, errors.BadRequestError) and _SUBMIT_RACE in error.message
-
-
-def _create_raced(error: errors.APIError) -> bool:
-    return (
-        isinstance(error, errors.BadRequestError) and _CREATE_RACE.search(error.message) is not None
-    )
 
 
 def _not_streaming(body: _Body) -> _Body:
@@ -145,42 +125,18 @@ class AssistantsClient:
     # --- runs ------------------------------------------------------------------------------
 
     async def create_run_response(
-        self, thread_id: str, body: models.CreateRun
+        self, thread_id: str, body: models.CreateRun, *, retry: bool = True
     ) -> Response[models.Run]:
-        """Start a run on a thread."""
+        """Start a run on a thread.
+
+        ``retry=False`` makes one attempt (see ``Transport.request``): the driver uses it to
+        find out, by the run's metadata reference, whether a failed attempt took effect.
+        """
         path = f"/threads/{transport.segment(thread_id)}/runs"
         data = models.encode(_not_streaming(body))
-        started = time.time()
-        try:
-            return await self._transport.request(
-                "create_run", "POST", path, models.Run, body=data, already_applied=_create_raced
-            )
-        except transport.AlreadyApplied as exc:
-            return await self._own_run(thread_id, body, exc.error, started)
-
-    async def _own_run(
-        self, thread_id: str, body: models.CreateRun, refusal: errors.APIError, started: float
-    ) -> Response[models.Run]:
-        """A retried create was refused for an active run: if that run is the one our earlier
-        attempt created (same assistant and metadata, created since we started), it is ours."""
-        match = _CREATE_RACE.search(refusal.message)
-        assert match is not None  # _create_raced matched it
-        response = await self.retrieve_run_response(thread_id, match.group(1))
-        run = response.data
-        metadata = body.metadata if body.metadata is not UNSET else None
-        if (
-            run.assistant_id != body.assistant_id
-            or run.created_at < started - _CLOCK_SKEW
-            or (metadata is not None and run.metadata != metadata)
-        ):
-            raise refusal
-        log.info(
-            "create_run: a retried create was refused for run %s, which an earlier attempt "
-            "created; using it",
-            run.id,
-            extra={"thread_id": thread_id, "run_id": run.id, "request_id": refusal.request_id},
+        return await self._transport.request(
+            "create_run", "POST", path, models.Run, body=data, retry=retry
         )
-        return response
 
     async def create_run(self, thread_id: str, body: models.CreateRun) -> models.Run:
         """Start a run on a thread."""
@@ -248,28 +204,23 @@ class AssistantsClient:
         return (await self._transport.request("cancel_run", "POST", path, models.Run)).data
 
     async def submit_tool_outputs_response(
-        self, thread_id: str, run_id: str, outputs: Sequence[models.ToolOutput]
+        self,
+        thread_id: str,
+        run_id: str,
+        outputs: Sequence[models.ToolOutput],
+        *,
+        retry: bool = True,
     ) -> Response[models.Run]:
         """Answer a ``requires_action`` run with all its tool outputs in one request.
 
-        When a retried attempt is refused because an earlier attempt already went through
-        (400 "... do not accept tool outputs"), the run is read back and returned instead.
+        A retried submit whose first attempt went through is refused with a 400; the driver
+        sends with ``retry=False`` and decides from the run itself (``recovery``).
         """
         path = _run_path(thread_id, run_id) + "/submit_tool_outputs"
         body = models.encode(models.SubmitToolOutputs(tool_outputs=list(outputs)))
-        try:
-            return await self._transport.request(
-                "submit_tool_outputs",
-                "POST",
-                path,
-                models.Run,
-                body=body,
-                already_applied=_submit_raced,
-            )
-        except transport.AlreadyApplied as exc:
-            refusal = exc.error
-        self._log_race(thread_id, run_id, refusal)
-        return await self.retrieve_run_response(thread_id, run_id)
+        return await self._transport.request(
+            "submit_tool_outputs", "POST", path, models.Run, body=body, retry=retry
+        )
 
     async def submit_tool_outputs(
         self, thread_id: str, run_id: str, outputs: Sequence[models.ToolOutput]
@@ -278,44 +229,33 @@ class AssistantsClient:
         return (await self.submit_tool_outputs_response(thread_id, run_id, outputs)).data
 
     async def submit_tool_approvals_response(
-        self, thread_id: str, run_id: str, approvals: Sequence[models.ToolApproval]
+        self,
+        thread_id: str,
+        run_id: str,
+        approvals: Sequence[models.ToolApproval],
+        *,
+        retry: bool = True,
     ) -> Response[models.Run]:
-        """Foundry: answer a ``submit_tool_approval`` action (as ``submit_tool_outputs_response``
-        does outputs, a refused retry reading the run back)."""
+        """Foundry: answer a ``submit_tool_approval`` action (through the same endpoint as
+        tool outputs; ``retry`` as for ``submit_tool_outputs_response``)."""
         path = _run_path(thread_id, run_id) + "/submit_tool_outputs"
         body = models.encode(models.SubmitToolApprovals(tool_approvals=list(approvals)))
-        try:
-            return await self._transport.request(
-                "submit_tool_approvals",
-                "POST",
-                path,
-                models.Run,
-                body=body,
-                already_applied=_submit_raced,
-            )
-        except transport.AlreadyApplied as exc:
-            self._log_race(thread_id, run_id, exc.error)
-        return await self.retrieve_run_response(thread_id, run_id)
+        return await self._transport.request(
+            "submit_tool_approvals", "POST", path, models.Run, body=body, retry=retry
+        )
 
     def submit_tool_approvals_stream(
-        self, thread_id: str, run_id: str, approvals: Sequence[models.ToolApproval]
+        self,
+        thread_id: str,
+        run_id: str,
+        approvals: Sequence[models.ToolApproval],
+        *,
+        retry: bool = True,
     ) -> contextlib.AbstractAsyncContextManager[streaming.EventStream]:
-        """Foundry: submit approvals and follow the resumed run's events (empty stream: an
-        earlier attempt went through, read the run)."""
+        """Foundry: submit approval decisions and follow the resumed run's events."""
         path = _run_path(thread_id, run_id) + "/submit_tool_outputs"
         body = models.SubmitToolApprovals(tool_approvals=list(approvals), stream=True)
-
-        async def applied(refusal: errors.APIError) -> streaming.EventStream:
-            self._log_race(thread_id, run_id, refusal)
-            return streaming.EventStream.empty()
-
-        return self._stream(
-            "submit_tool_approvals_stream",
-            path,
-            models.encode(body),
-            already_applied=_submit_raced,
-            on_applied=applied,
-        )
+        return self._stream("submit_tool_approvals_stream", path, models.encode(body), retry=retry)
 
     async def list_run_steps(
         self,
@@ -397,24 +337,37 @@ class AssistantsClient:
         *,
         messages: Sequence[models.MessageRequest] = (),
         metadata: Mapping[str, str] | None = None,
+        tool_resources: dict[str, Any] | None = None,
+        retry: bool = True,
     ) -> models.Thread:
         """Create a thread, optionally with its first messages."""
         body = models.CreateThread(
             messages=list(messages) if messages else UNSET,
             metadata=UNSET if metadata is None else dict(metadata),
+            tool_resources=UNSET if tool_resources is None else tool_resources,
         )
         resp = await self._transport.request(
-            "create_thread", "POST", "/threads", models.Thread, body=models.encode(body)
+            "create_thread",
+            "POST",
+            "/threads",
+            models.Thread,
+            body=models.encode(body),
+            retry=retry,
         )
         return resp.data
 
     async def create_message(
-        self, thread_id: str, message: models.MessageRequest
+        self, thread_id: str, message: models.MessageRequest, *, retry: bool = True
     ) -> models.Message:
         """Add a message to a thread."""
         path = f"/threads/{transport.segment(thread_id)}/messages"
         resp = await self._transport.request(
-            "create_message", "POST", path, models.Message, body=models.encode(message)
+            "create_message",
+            "POST",
+            path,
+            models.Message,
+            body=models.encode(message),
+            retry=retry,
         )
         return resp.data
 
@@ -437,22 +390,12 @@ class AssistantsClient:
     # --- streaming -------------------------------------------------------------------------
 
     def create_run_stream(
-        self, thread_id: str, body: models.CreateRun
+        self, thread_id: str, body: models.CreateRun, *, retry: bool = True
     ) -> contextlib.AbstractAsyncContextManager[streaming.EventStream]:
         """Start a run and follow its events (``async with ... as events: async for ...``)."""
         path = f"/threads/{transport.segment(thread_id)}/runs"
         data = models.encode(msgspec.structs.replace(body, stream=True))
-        started = time.time()
-
-        async def own_run(refusal: errors.APIError) -> streaming.EventStream:
-            # Our earlier attempt created the run; its stream is gone, so hand over the run
-            # as created and let the caller follow it by polling.
-            run = (await self._own_run(thread_id, body, refusal, started)).data
-            return streaming.EventStream.of([streaming.RunEvent("thread.run.created", run)])
-
-        return self._stream(
-            "create_run_stream", path, data, already_applied=_create_raced, on_applied=own_run
-        )
+        return self._stream("create_run_stream", path, data, retry=retry)
 
     def create_thread_and_run_stream(
         self, body: models.CreateThreadAndRun
@@ -462,48 +405,23 @@ class AssistantsClient:
         return self._stream("create_thread_and_run_stream", "/threads/runs", data)
 
     def submit_tool_outputs_stream(
-        self, thread_id: str, run_id: str, outputs: Sequence[models.ToolOutput]
+        self,
+        thread_id: str,
+        run_id: str,
+        outputs: Sequence[models.ToolOutput],
+        *,
+        retry: bool = True,
     ) -> contextlib.AbstractAsyncContextManager[streaming.EventStream]:
-        """Submit tool outputs and follow the resumed run's events.
-
-        If a retried attempt finds the outputs already accepted, the stream is empty: the
-        caller reads the run instead (a stream without a terminal run event means "poll").
-        """
+        """Submit tool outputs and follow the resumed run's events."""
         path = _run_path(thread_id, run_id) + "/submit_tool_outputs"
         body = models.SubmitToolOutputs(tool_outputs=list(outputs), stream=True)
-
-        async def applied(refusal: errors.APIError) -> streaming.EventStream:
-            self._log_race(thread_id, run_id, refusal)
-            return streaming.EventStream.empty()
-
-        return self._stream(
-            "submit_tool_outputs_stream",
-            path,
-            models.encode(body),
-            already_applied=_submit_raced,
-            on_applied=applied,
-        )
+        return self._stream("submit_tool_outputs_stream", path, models.encode(body), retry=retry)
 
     @contextlib.asynccontextmanager
     async def _stream(
-        self,
-        endpoint: str,
-        path: str,
-        body: bytes,
-        *,
-        already_applied: Callable[[errors.APIError], bool] | None = None,
-        on_applied: Callable[[errors.APIError], Awaitable[streaming.EventStream]] | None = None,
+        self, endpoint: str, path: str, body: bytes, *, retry: bool = True
     ) -> AsyncIterator[streaming.EventStream]:
-        """``on_applied`` makes the stream to hand over when ``already_applied`` matched."""
-        try:
-            response = await self._transport.open_stream(
-                endpoint, path, body, already_applied=already_applied
-            )
-        except transport.AlreadyApplied as exc:
-            if on_applied is None:
-                raise exc.error from exc
-            yield await on_applied(exc.error)
-            return
+        response = await self._transport.open_stream(endpoint, path, body, retry=retry)
         events = streaming.EventStream(response, endpoint=endpoint)
         try:
             yield events
@@ -512,11 +430,3 @@ class AssistantsClient:
                 response.release()
             else:
                 response.close()  # half-read: the connection cannot be reused
-
-    def _log_race(self, thread_id: str, run_id: str, refusal: errors.APIError) -> None:
-        log.info(
-            "submit_tool_outputs: a retried submit was refused (%s); an earlier attempt went "
-            "through, reading the run back",
-            refusal.message,
-            extra={"thread_id": thread_id, "run_id": run_id, "request_id": refusal.request_id},
-        )

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -89,12 +89,17 @@ async def dispatch(
     deadline: float | None = None,
     limiter: anyio.CapacityLimiter | None = None,
     attempt: int = 1,
+    attempts: Mapping[str, int] | None = None,
+    guard: Callable[[], None] | None = None,
     on_result: Callable[[ToolResult], Awaitable[None]] | None = None,
 ) -> list[ToolResult]:
     """Run ``calls`` concurrently; one result per call, in the order of ``calls``.
 
     ``deadline`` is an absolute Unix time (e.g. the run's ``expires_at``); ``limiter`` caps calls
     in flight (share one across runs; default: ``settings.concurrency`` for this dispatch).
+    ``attempts`` gives a call's ``ToolContext.attempt`` by call id (default ``attempt``).
+    ``guard`` is called right before each tool body starts and may raise to stop the round
+    (the worker's claim is gone: no tool may start under it).
     ``on_result`` is awaited, shielded from cancellation, as each call finishes. If a call
     failed and its ``on_error`` (the tool's, else ``settings.on_error``) is ``raise``, the other
     calls still finish, then ``errors.ToolFailure`` is raised for the first such call.
@@ -112,6 +117,8 @@ async def dispatch(
         # anyio's default thread limiter (40), which would otherwise cap large dispatches
         thread_limiter=anyio.CapacityLimiter(len(calls)),
         attempt=attempt,
+        attempts=attempts or {},
+        guard=guard,
         started=time.perf_counter(),
     )
     results: list[ToolResult | None] = [None] * len(calls)
@@ -158,6 +165,8 @@ class _Job:
     limiter: anyio.CapacityLimiter
     thread_limiter: anyio.CapacityLimiter
     attempt: int
+    attempts: Mapping[str, int]
+    guard: Callable[[], None] | None
     started: float
 
     def on_error(self, name: str) -> tools.OnError:
@@ -252,13 +261,15 @@ class _Job:
                 budget = min(timeout, self.cutoff - now)
             if budget <= 0:  # the slot came too late to start at all
                 return self._not_started(call_id, tool.name, "no free slot")
+            if self.guard is not None:
+                self.guard()
             context = tools.ToolContext(
                 run_id=self.run_id,
                 thread_id=self.thread_id,
                 tool_call_id=call_id,
                 tool_name=tool.name,
                 deadline=now + budget,
-                attempt=self.attempt,
+                attempt=self.attempts.get(call_id, self.attempt),
             )
             with anyio.move_on_after(budget):
                 try:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import msgspec
 
-from orchestrator import approvals, config, models, tools
+from orchestrator import approvals, config, errors, models, recovery, tools
 from orchestrator import client as client_mod
 from orchestrator.run_loop import Emit, Ledger, RunLoop, RunResult
 
@@ -71,7 +71,7 @@ class Driver:
         retries = 0
         while True:
             loop = RunLoop(self, emit=emit, ledger=ledger, attempt=attempt, deadline=deadline)
-            result = await loop.run(loop.open_create(thread_id, body, on_run))
+            result = await _unwrapped(loop.run(loop.open_create(thread_id, body, on_run)))
             code = result.run.last_error.code if result.run.last_error else None
             retry = (
                 result.outcome == models.RunStatus.FAILED
@@ -89,8 +89,13 @@ class Driver:
             )
             retries += 1
             await anyio.sleep(delay)
-            # The thread already holds the messages the first run brought.
-            body = msgspec.structs.replace(body, additional_messages=msgspec.UNSET)
+            # The thread already holds the messages the first run brought; the new run is a
+            # new object with a reference of its own.
+            metadata = dict(result.run.metadata or {})
+            metadata[recovery.REF_KEY] = recovery.new_ref()
+            body = msgspec.structs.replace(
+                body, additional_messages=msgspec.UNSET, metadata=metadata
+            )
 
     async def create_thread_and_run(
         self,
@@ -101,9 +106,28 @@ class Driver:
         on_run: Callable[[models.Run], Awaitable[None]] | None = None,
         attempt: int = 1,
     ) -> RunResult:
-        """Create a thread and a run in one request and drive the run to its end."""
-        drive = RunLoop(self, emit=emit, ledger=ledger, attempt=attempt)
-        return await drive.run(drive.open_thread_and_run(body, on_run))
+        """Create a thread, then a run on it, and drive the run to its end.
+
+        Two requests, not the one ``POST /threads/runs``: a run on a known thread can be found
+        by its reference after a lost answer, one on an unknown thread cannot. A thread whose
+        answer was lost may be created twice; the spare one holds the messages and no run.
+        """
+        thread = body.thread if isinstance(body.thread, models.ThreadRequest) else None
+        tool_resources = thread.tool_resources if thread is not None else msgspec.UNSET
+        if tool_resources is msgspec.UNSET:
+            tool_resources = body.tool_resources
+        created = await self.client.create_thread(
+            messages=thread.messages if thread and thread.messages is not msgspec.UNSET else (),
+            metadata=thread.metadata if thread and isinstance(thread.metadata, dict) else None,
+            tool_resources=None if tool_resources is msgspec.UNSET else tool_resources,
+        )
+        fields = {
+            f: getattr(body, f) for f in models.CreateRun.__struct_fields__ if hasattr(body, f)
+        }
+        run_body = models.CreateRun(**fields)
+        return await self.create(
+            created.id, run_body, emit=emit, ledger=ledger, on_run=on_run, attempt=attempt
+        )
 
     async def adopt(
         self,
@@ -116,4 +140,12 @@ class Driver:
     ) -> RunResult:
         """Drive a run that already exists (created elsewhere, or before a restart)."""
         drive = RunLoop(self, emit=emit, ledger=ledger, attempt=attempt)
-        return await drive.run(drive.open_adopt(thread_id, run_id))
+        return await _unwrapped(drive.run(drive.open_adopt(thread_id, run_id)))
+
+
+async def _unwrapped(running: Awaitable[RunResult]) -> RunResult:
+    """Parallel tool calls can fail together; callers get the one error that decides."""
+    try:
+        return await running
+    except ExceptionGroup as group:
+        raise errors.deciding(group) from group

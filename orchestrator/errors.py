@@ -216,6 +216,23 @@ _BY_STATUS: dict[int, type[APIError]] = {
 }
 
 
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or ``[exc]``."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
+
+
+def deciding(exc: Exception) -> Exception:
+    """The one error that decides what happens next when several were raised at once
+    (parallel tool calls): a lost lease first (nothing we write counts any more), then a
+    permanent error, then a transient one."""
+    found = [e for e in leaves(exc) if isinstance(e, Exception)] or [exc]
+    lost = [e for e in found if isinstance(e, LeaseLost)]
+    permanent = [e for e in found if not isinstance(e, TransientError | StoreError)]
+    return (lost or permanent or found)[0]
+
+
 def api_error_for_status(status: int) -> type[APIError]:
     """The APIError subclass for an HTTP status."""
     if status >= 500:

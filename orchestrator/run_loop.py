@@ -19,7 +19,17 @@ from typing import TYPE_CHECKING, Final, Protocol
 import anyio
 import msgspec
 
-from orchestrator import approvals, config, dispatch, errors, events, models, streaming
+from orchestrator import (
+    approvals,
+    config,
+    dispatch,
+    errors,
+    events,
+    models,
+    recovery,
+    retrying,
+    streaming,
+)
 from orchestrator import client as client_mod
 
 if TYPE_CHECKING:
@@ -34,21 +44,47 @@ EXPIRY_GRACE: Final = 30.0
 #: Seconds a run lives when it shows no ``expires_at`` (the API's runs expire after ~10 min).
 RUN_LIFETIME: Final = 600.0
 _ACTIVE_RUN = re.compile(r"already has an active run (\S+?)\.?$")
-_NOT_ACCEPTING = "do not accept tool outputs"
+#: Statuses of a run that moved on without taking a round's outputs.
+_NOT_TAKEN: Final = frozenset({"expired", "cancelled", "cancelling", "failed"})
 
 Emit = Callable[[events.Event], Awaitable[None]]
 OpenStream = AbstractAsyncContextManager[AsyncIterator[streaming.ServerEvent]]
 
 
 class Ledger(Protocol):
-    """Where tool outputs are kept before they are submitted (the worker's durable store)."""
+    """Where a durable caller (the worker) keeps each tool round's lifecycle.
+
+    ``begin`` before a round's calls run (it may refuse: ``errors.LeaseLost``), ``save`` each
+    output before it is submitted, ``submitted`` once the server took the round. ``check`` is
+    the cheap test made right before each side effect (each tool body, each submit).
+    """
 
     async def outputs(self, run_id: str) -> dict[str, str]:
         """Outputs already stored for the run's tool calls, by call id."""
         ...
 
+    async def submitted_calls(self, run_id: str) -> set[str]:
+        """Call ids of rounds the server already took."""
+        ...
+
+    async def begin(self, run_id: str, tool_call_ids: Sequence[str]) -> dict[str, int]:
+        """Record that these calls are about to run; each call's attempt number."""
+        ...
+
     async def save(self, run_id: str, tool_call_id: str, output: str) -> None:
         """Store one output; must be durable when it returns."""
+        ...
+
+    async def submitted(self, run_id: str, tool_call_ids: Sequence[str]) -> None:
+        """Record that the server took these outputs."""
+        ...
+
+    async def confirm(self) -> None:
+        """Prove the right to act (before creating a run); raise ``errors.LeaseLost`` if gone."""
+        ...
+
+    def check(self) -> None:
+        """Raise ``errors.LeaseLost`` when the right to act is believed gone (no I/O)."""
         ...
 
 
@@ -105,6 +141,11 @@ class RunLoop:
         self.hint_ms: int | None = None
         self.unknown_seen: set[str] = set()
         self.steps_seen: set[str] = set()
+        #: (thread id, reference, start) of a create whose run we do not know yet.
+        self.creating: tuple[str, str, float] | None = None
+        self.created: models.Run | None = None
+        #: The run whose submitted rounds were read from the ledger.
+        self.ledger_run: str | None = None
         timeout = driver.settings.run.run_timeout
         self.started = time.time()
         if deadline is None and timeout is not None:
@@ -119,62 +160,115 @@ class RunLoop:
         body: models.CreateRun,
         on_run: Callable[[models.Run], Awaitable[None]] | None,
     ) -> None:
+        metadata = body.metadata if isinstance(body.metadata, dict) else None
+        ref = recovery.ref_of(metadata) or recovery.new_ref()
+        body = msgspec.structs.replace(body, metadata=recovery.tagged(metadata, ref))
         while True:
+            if self.ledger is not None:
+                await self.ledger.confirm()  # never start a run for a job we no longer hold
+            self.creating = (thread_id, ref, time.time())
             try:
-                await self._create(thread_id, body, on_run)
+                await self._create(thread_id, body, ref, on_run)
                 return
             except errors.BadRequestError as exc:
                 match = _ACTIVE_RUN.search(exc.message)
                 if match is None:
                     raise
+                self.creating = None
                 await self._thread_busy(thread_id, match.group(1), exc)
+
+    async def _find_own(self) -> client_mod.Response[models.Run] | None:
+        assert self.creating is not None
+        thread_id, ref, since = self.creating
+        return await recovery.find_run(self.client, thread_id, ref, since)
+
+    async def _own_active(
+        self, thread_id: str, ref: str, refusal: errors.BadRequestError
+    ) -> client_mod.Response[models.Run] | None:
+        """A create refused for an active run: ours when it carries our reference (an
+        earlier attempt made it); anybody else's run is never adopted."""
+        match = _ACTIVE_RUN.search(refusal.message)
+        if match is None:
+            return None
+        response = await self.client.retrieve_run_response(thread_id, match.group(1))
+        return response if recovery.ref_of(response.data.metadata) == ref else None
 
     async def _create(
         self,
         thread_id: str,
         body: models.CreateRun,
+        ref: str,
         on_run: Callable[[models.Run], Awaitable[None]] | None,
     ) -> None:
-        await self._open(
-            lambda: self.client.create_run_stream(thread_id, body),
-            lambda: self.client.create_run_response(thread_id, body),
-            on_run,
-        )
-
-    async def open_thread_and_run(
-        self,
-        body: models.CreateThreadAndRun,
-        on_run: Callable[[models.Run], Awaitable[None]] | None,
-    ) -> None:
-        await self._open(
-            lambda: self.client.create_thread_and_run_stream(body),
-            lambda: self.client.create_thread_and_run_response(body),
-            on_run,
-        )
-
-    async def _open(
-        self,
-        stream: Callable[[], OpenStream],
-        plain: Callable[[], Awaitable[client_mod.Response[models.Run]]],
-        on_run: Callable[[models.Run], Awaitable[None]] | None,
-    ) -> None:
-        """Create the run by streaming when configured (``auto``: unless refused), else plainly."""
+        """Create the run by streaming when configured (``auto``: unless refused), else plainly;
+        either way at most one run, found by ``ref`` after any attempt with an unknown outcome."""
         if self.stream:
             try:
-                with anyio.move_on_after(self._time_left()):
-                    async with stream() as events_:
-                        await self._consume(events_, created=True, on_run=on_run)
-                if self.run_ is None:
-                    raise errors.RunError("the stream ended before the run was created")
+                await self._create_streaming(thread_id, body, ref, on_run)
                 return
             except (errors.BadRequestError, errors.NotFoundError) as exc:
                 if self.settings.poll.mode != "auto" or _ACTIVE_RUN.search(exc.message):
                     raise
                 log.info("endpoint refused streaming (%s); polling instead", exc.message)
                 self.stream = False
-        response = await plain()
-        await self._created(response.data, on_run)
+
+        async def send() -> client_mod.Response[models.Run]:
+            try:
+                # Shielded (the request has its own timeout): a caller cancelled meanwhile
+                # still learns the run it created, and cancels it.
+                with anyio.CancelScope(shield=True):
+                    response = await self.client.create_run_response(thread_id, body, retry=False)
+                return response
+            except errors.BadRequestError as exc:
+                if (own := await self._own_active(thread_id, ref, exc)) is None:
+                    raise
+                return own
+
+        response = await recovery.exactly_once(
+            self.settings.retry, send, self._find_own, what="create_run"
+        )
         self.hint_ms = response.poll_after_ms
+        await self._created(response.data, on_run)
+
+    async def _create_streaming(
+        self,
+        thread_id: str,
+        body: models.CreateRun,
+        ref: str,
+        on_run: Callable[[models.Run], Awaitable[None]] | None,
+    ) -> None:
+        async def send() -> bool:
+            try:
+                with anyio.move_on_after(self._time_left()):
+                    async with self.client.create_run_stream(
+                        thread_id, body, retry=False
+                    ) as events_:
+                        await self._consume(events_, created=True, on_run=on_run)
+            except errors.BadRequestError as exc:
+                if (own := await self._own_active(thread_id, ref, exc)) is None:
+                    raise
+                await self._adopt_found(own.data, on_run)
+            if self.run_ is None:
+                raise retrying.Retryable(
+                    errors.APIConnectionError("create_run_stream: no run event before the end")
+                )
+            return True
+
+        async def find() -> bool | None:
+            found = await self._find_own()
+            if found is None:
+                return None
+            await self._adopt_found(found.data, on_run)
+            return True
+
+        await recovery.exactly_once(self.settings.retry, send, find, what="create_run_stream")
+
+    async def _adopt_found(
+        self, run: models.Run, on_run: Callable[[models.Run], Awaitable[None]] | None
+    ) -> None:
+        """Our run, found after its stream was lost: follow it by polling."""
+        await self._created(run, on_run)
+        await self._fallback("the run's stream was lost before it started")
 
     async def open_adopt(self, thread_id: str, run_id: str) -> None:
         response = await self.client.retrieve_run_response(thread_id, run_id)
@@ -186,6 +280,8 @@ class RunLoop:
     async def _created(
         self, run: models.Run, on_run: Callable[[models.Run], Awaitable[None]] | None
     ) -> None:
+        self.creating = None
+        self.created = run  # ours from now on, even if ``on_run`` fails: cancelled on abort
         if on_run is not None:
             await on_run(run)
         await self.emit(events.RunCreated(run_id=run.id, thread_id=run.thread_id, run=run))
@@ -221,8 +317,7 @@ class RunLoop:
             await opening
             outcome = await self._follow()
         except BaseException as exc:
-            if self._should_cancel(exc):
-                await self._abort(exc)
+            await self._on_abort(exc)
             raise
         run = self.run_
         assert run is not None  # _follow returns only with a run
@@ -244,32 +339,36 @@ class RunLoop:
             run=run, outcome=outcome, outputs=self.outputs, reply=self.reply, rounds=self.rounds
         )
 
-    def _should_cancel(self, exc: BaseException) -> bool:
-        """Leave no thread locked when driving stops early; a worker (``cancel_on_abort``
-        off) leaves the run to be resumed instead."""
-        if self.run_ is None or self.run_.is_terminal:
-            return False
-        if isinstance(exc, Exception):
-            exc.add_note(f"run {self.run_.id} on thread {self.run_.thread_id}")
-        return self.cancel_on_abort
-
-    async def _abort(self, exc: BaseException) -> None:
-        run = self.run_
-        assert run is not None
+    async def _on_abort(self, exc: BaseException) -> None:
+        """Leave no thread locked when driving stops early: cancel our run, even one whose
+        create was in flight (found by its reference). A worker (``cancel_on_abort`` off)
+        leaves the run to be resumed instead."""
+        run = self.run_ or self.created
+        if run is not None and isinstance(exc, Exception):
+            exc.add_note(f"run {run.id} on thread {run.thread_id}")
+        if not self.cancel_on_abort or (run is not None and run.is_terminal):
+            return
+        if run is None and self.creating is None:
+            return  # nothing was created
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-        log.warning(
-            "driver stopped (%s); cancelling the run",
-            "caller cancelled" if cancelled else type(exc).__name__,
-            extra={"run_id": run.id, "action": "cancel"},
-        )
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.run.cancel_timeout):
             try:
+                if run is None:
+                    found = await self._find_own()
+                    if found is None or found.data.is_terminal:
+                        return
+                    run = found.data
+                log.warning(
+                    "driver stopped (%s); cancelling the run",
+                    "caller cancelled" if cancelled else type(exc).__name__,
+                    extra={"run_id": run.id, "action": "cancel"},
+                )
                 await self._request_cancel(run.thread_id, run.id)
             except errors.OrchestratorError as cancel_exc:
                 log.warning(
                     "could not cancel the run: %s",
                     cancel_exc,
-                    extra={"run_id": run.id, "action": "cancel_failed"},
+                    extra={"run_id": run.id if run else None, "action": "cancel_failed"},
                 )
 
     async def _follow(self) -> str:
@@ -287,6 +386,10 @@ class RunLoop:
                     extra={"run_id": run.id, "action": "timeout"},
                 )
                 return await self._cancel_and_wait("timed_out")
+            if run.requires_action and self.ledger is not None and run.id != self.ledger_run:
+                # A resumed job: rounds the server already took are old views, not new rounds.
+                self.ledger_run = run.id
+                self.submitted_ids |= await self.ledger.submitted_calls(run.id)
             if run.requires_action and run.tool_calls and not self._stale_action(run):
                 try:
                     await self._answer(run)
@@ -409,9 +512,10 @@ class RunLoop:
             async for event in stream:
                 await self._apply(event, created=created, on_run=on_run)
                 created = created and self.run_ is None
-        except errors.APIConnectionError as exc:
+        except (errors.APIConnectionError, errors.DecodeError) as exc:
+            # A cut stream or an event we cannot read: the run itself is still fine.
             if self.run_ is None:
-                raise
+                raise retrying.Retryable(exc) from exc  # the create's outcome is unknown
             await self._fallback(f"stream broke: {exc}")
             return
         run = self.run_
@@ -469,12 +573,16 @@ class RunLoop:
 
     async def _answer(self, run: models.Run) -> None:
         calls = run.tool_calls
-        stored = await self.ledger.outputs(run.id) if self.ledger is not None else {}
-        for call_id, output in stored.items():
-            self.answered.setdefault(call_id, output)
+        if self.ledger is not None:
+            for call_id, output in (await self.ledger.outputs(run.id)).items():
+                self.answered.setdefault(call_id, output)
         reused = [c.id for c in calls if c.id in self.answered]
         todo = [c for c in calls if c.id not in self.answered]
         self.rounds += 1
+        attempts: dict[str, int] = {}
+        if todo and self.ledger is not None:
+            # Fenced: a job whose claim is gone starts no tool (errors.LeaseLost).
+            attempts = await self.ledger.begin(run.id, [c.id for c in todo])
         await self.emit(
             events.ToolCallsRequested(
                 run_id=run.id, thread_id=run.thread_id, calls=list(calls), reused=reused
@@ -509,6 +617,8 @@ class RunLoop:
                 deadline=deadline,
                 limiter=self.tool_limiter,
                 attempt=self.attempt,
+                attempts=attempts,
+                guard=self.ledger.check if self.ledger is not None else None,
                 on_result=on_result,
             )
         outputs = [models.ToolOutput(tool_call_id=c.id, output=self.answered[c.id]) for c in calls]
@@ -518,34 +628,111 @@ class RunLoop:
         ends = [d for d in (self.deadline, run.expires_at) if d is not None]
         return float(min(ends)) if ends else None
 
-    async def _submit(self, run: models.Run, outputs: Sequence[models.ToolOutput]) -> None:
-        self.submitted_ids.update(o.tool_call_id for o in outputs)
-        try:
-            if self.stream:
-                with anyio.move_on_after(self._time_left()):
-                    async with self.client.submit_tool_outputs_stream(
-                        run.thread_id, run.id, outputs
-                    ) as stream:
-                        self.outputs.extend(outputs)
-                        await self._emit_submitted(run, outputs)
-                        await self._consume(stream)
-                return
-            response = await self.client.submit_tool_outputs_response(
-                run.thread_id, run.id, outputs
-            )
-        except errors.BadRequestError as exc:
-            if _NOT_ACCEPTING not in exc.message:
-                raise
-            # The run moved on without us (expired, cancelled): read where it is.
-            log.warning("%s", exc.message, extra={"run_id": run.id, "action": "submit_refused"})
+    async def _submit(
+        self,
+        run: models.Run,
+        outputs: Sequence[models.ToolOutput],
+        approvals_: Sequence[models.ToolApproval] = (),
+    ) -> None:
+        """Submit a round at most once: after any attempt that fails, the run itself tells
+        whether it landed (it no longer asks for exactly these calls) before another try.
+        Foundry's approval rounds go the same way with ``approvals_`` instead of outputs."""
+        ids = [o.tool_call_id for o in outputs] + [a.tool_call_id for a in approvals_]
+        self.submitted_ids.update(ids)
+        if self.ledger is not None:
+            self.ledger.check()
+
+        async def moved_on() -> client_mod.Response[models.Run] | None:
             response = await self.client.retrieve_run_response(run.thread_id, run.id)
+            return None if recovery.still_asking(response.data, ids) else response
+
+        async def refused(exc: errors.BadRequestError) -> client_mod.Response[models.Run]:
+            current = await moved_on()
+            if current is None:
+                raise exc  # refused while the run still asks for these calls: a real rejection
+            log.info(
+                "submit refused (%s); the run has moved on",
+                exc.message,
+                extra={"run_id": run.id, "action": "submit_refused"},
+            )
+            return current
+
+        async def found(response: client_mod.Response[models.Run]) -> bool:
+            if response.data.status not in _NOT_TAKEN:
+                await self._landed(run, outputs, ids)
             self.hint_ms = response.poll_after_ms
             await self._observe(response.data)
+            return True
+
+        if self.stream:
+
+            async def send_stream() -> bool:
+                try:
+                    with anyio.move_on_after(self._time_left()):
+                        async with self._submit_stream(run, outputs, approvals_) as stream:
+                            await self._landed(run, outputs, ids)
+                            await self._consume(stream)
+                except errors.BadRequestError as exc:
+                    self.fell_back = True
+                    return await found(await refused(exc))
+                return True
+
+            async def find_stream() -> bool | None:
+                response = await moved_on()
+                if response is None:
+                    return None
+                self.fell_back = True  # the stream is lost: what follows comes by polling
+                return await found(response)
+
+            await recovery.exactly_once(
+                self.settings.retry, send_stream, find_stream, what="submit_tool_outputs"
+            )
             return
+
+        async def send() -> bool:
+            try:
+                if approvals_:
+                    response = await self.client.submit_tool_approvals_response(
+                        run.thread_id, run.id, approvals_, retry=False
+                    )
+                else:
+                    response = await self.client.submit_tool_outputs_response(
+                        run.thread_id, run.id, outputs, retry=False
+                    )
+            except errors.BadRequestError as exc:
+                return await found(await refused(exc))
+            await self._landed(run, outputs, ids)
+            self.hint_ms = response.poll_after_ms
+            await self._observe(response.data)
+            return True
+
+        async def find() -> bool | None:
+            response = await moved_on()
+            return None if response is None else await found(response)
+
+        await recovery.exactly_once(self.settings.retry, send, find, what="submit_tool_outputs")
+
+    def _submit_stream(
+        self,
+        run: models.Run,
+        outputs: Sequence[models.ToolOutput],
+        approvals_: Sequence[models.ToolApproval],
+    ) -> AbstractAsyncContextManager[streaming.EventStream]:
+        if approvals_:
+            return self.client.submit_tool_approvals_stream(
+                run.thread_id, run.id, approvals_, retry=False
+            )
+        return self.client.submit_tool_outputs_stream(run.thread_id, run.id, outputs, retry=False)
+
+    async def _landed(
+        self, run: models.Run, outputs: Sequence[models.ToolOutput], ids: Sequence[str]
+    ) -> None:
+        """The server took the round (outputs, or approval decisions)."""
         self.outputs.extend(outputs)
-        self.hint_ms = response.poll_after_ms
-        await self._emit_submitted(run, outputs)
-        await self._observe(response.data)
+        if self.ledger is not None:
+            await self.ledger.submitted(run.id, ids)
+        if outputs:
+            await self._emit_submitted(run, outputs)
 
     async def _emit_submitted(self, run: models.Run, outputs: Sequence[models.ToolOutput]) -> None:
         log.info(
@@ -558,28 +745,11 @@ class RunLoop:
         )
 
     async def _answer_approvals(self, run: models.Run) -> None:
-        """Foundry's ``submit_tool_approval``: decide (ledger, hook or policy) and submit."""
+        """Foundry's ``submit_tool_approval``: decide (ledger, hook or policy), then submit the
+        decisions as a round (the ledger keeps them like outputs)."""
         answers = await self.approver.decide(run, ledger=self.ledger, emit=self.emit)
         self.rounds += 1
-        self.submitted_ids.update(a.tool_call_id for a in answers)
-        try:
-            if self.stream:
-                with anyio.move_on_after(self._time_left()):
-                    async with self.client.submit_tool_approvals_stream(
-                        run.thread_id, run.id, answers
-                    ) as stream:
-                        await self._consume(stream)
-                return
-            response = await self.client.submit_tool_approvals_response(
-                run.thread_id, run.id, answers
-            )
-        except errors.BadRequestError as exc:
-            if _NOT_ACCEPTING not in exc.message:
-                raise
-            log.warning("%s", exc.message, extra={"run_id": run.id, "action": "submit_refused"})
-            response = await self.client.retrieve_run_response(run.thread_id, run.id)
-        self.hint_ms = response.poll_after_ms
-        await self._observe(response.data)
+        await self._submit(run, (), answers)
 
     # --- cancelling and finishing ----------------------------------------------------------
 
@@ -622,7 +792,14 @@ class RunLoop:
             interval = min(interval * poll.multiplier, poll.max_interval)
 
     async def _fetch_reply(self, run: models.Run) -> str | None:
-        page = await self.client.list_messages(run.thread_id, run_id=run.id, order="asc")
+        try:
+            page = await self.client.list_messages(run.thread_id, run_id=run.id, order="asc")
+        except (errors.APIError, errors.TransientError, errors.DecodeError) as exc:
+            # The run is done either way; a server without the messages endpoint, say.
+            log.warning(
+                "could not read the reply: %s", exc, extra={"run_id": run.id, "action": "reply"}
+            )
+            return None
         texts = [m.text for m in page.data if m.role == "assistant" and m.text]
         return "\n".join(texts) if texts else None
 

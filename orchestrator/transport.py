@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, Protocol, TypeVar
 
@@ -20,7 +20,6 @@ from orchestrator import config, credentials, errors, models, ratelimit, retryin
 
 __all__ = [
     "OPENAI_BASE_URL",
-    "AlreadyApplied",
     "Query",
     "RequestObserver",
     "Response",
@@ -65,14 +64,6 @@ class RequestObserver(Protocol):
     def request_retried(self, endpoint: str, attempt: int, error: BaseException) -> None:
         """Attempt number ``attempt`` failed with ``error`` and will be tried again."""
         ...
-
-
-class AlreadyApplied(Exception):
-    """Internal: a retried attempt was refused because an earlier attempt already took effect."""
-
-    def __init__(self, error: errors.APIError) -> None:
-        super().__init__(error)
-        self.error = error
 
 
 def segment(value: str) -> str:
@@ -261,8 +252,6 @@ class Transport:
         body: bytes | None,
         *,
         stream: bool,
-        attempt: int,
-        already_applied: Callable[[errors.APIError], bool] | None,
     ) -> tuple[aiohttp.ClientResponse, bytes]:
         """One attempt: the 2xx response (body read unless streaming) or a raised error."""
         if self.session is None:
@@ -296,8 +285,6 @@ class Transport:
         if 200 <= resp.status < 300:
             return resp, payload
         error = api_error(resp.status, resp.headers, payload)
-        if attempt > 1 and already_applied is not None and already_applied(error):
-            raise AlreadyApplied(error)
         raise self._policy.judge(error, resp.headers)
 
     async def _send(
@@ -342,25 +329,19 @@ class Transport:
         *,
         query: Query = (),
         body: bytes | None = None,
-        already_applied: Callable[[errors.APIError], bool] | None = None,
+        retry: bool = True,
     ) -> Response[T]:
         """Send a request with retries and decode its JSON answer into ``type_``.
 
-        ``already_applied(error)`` True for an error on a retried attempt raises
-        ``AlreadyApplied`` instead: an earlier attempt reached the server.
+        ``retry=False`` makes one attempt, for requests that must not be repeated blindly
+        (creates, submits): a failure worth retrying raises ``retrying.Retryable`` for the
+        caller's own policy, which first finds out whether the attempt took effect.
         """
 
         async def attempt(n: int) -> Response[T]:
             async with self._slots:
                 resp, payload = await self._attempt(
-                    endpoint,
-                    method,
-                    path,
-                    query,
-                    body,
-                    stream=False,
-                    attempt=n,
-                    already_applied=already_applied,
+                    endpoint, method, path, query, body, stream=False
                 )
             request_id = resp.headers.get("x-request-id")
             try:
@@ -377,6 +358,8 @@ class Transport:
                 raise error from exc
             return Response(data, resp.status, request_id, _poll_after_ms(resp.headers))
 
+        if not retry:
+            return await attempt(1)
         return await self._policy.call(attempt, self._retried(endpoint))
 
     async def open_stream(
@@ -385,23 +368,17 @@ class Transport:
         path: str,
         body: bytes,
         *,
-        already_applied: Callable[[errors.APIError], bool] | None = None,
+        retry: bool = True,
     ) -> aiohttp.ClientResponse:
         """POST with retries until a 2xx answer arrives; its body is left for the caller to
-        read (and release)."""
+        read (and release). ``retry=False``: one attempt, as for ``request``."""
 
         async def attempt(n: int) -> tuple[aiohttp.ClientResponse, bytes]:
-            return await self._attempt(
-                endpoint,
-                "POST",
-                path,
-                (),
-                body,
-                stream=True,
-                attempt=n,
-                already_applied=already_applied,
-            )
+            return await self._attempt(endpoint, "POST", path, (), body, stream=True)
 
+        if not retry:
+            resp, _ = await attempt(1)
+            return resp
         resp, _ = await self._policy.call(attempt, self._retried(endpoint))
         return resp
 

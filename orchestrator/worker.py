@@ -4,17 +4,24 @@ Crash safety comes from recording every step the moment it happens and making ea
 idempotent on resume:
 
 * a new thread is recorded before anything is added to it;
-* a run is created with the job id in its metadata and recorded as soon as it exists; a job
-  resumed without a recorded run first looks on its thread for a run carrying its id;
-* each tool output is written to the ledger before the submit; a resumed run re-submits stored
-  outputs and calls tools only for calls that have none;
-* every write is fenced by the claim epoch, so a worker that lost its lease cannot win.
+* a run is created with the job id (and its own reference) in its metadata and recorded as soon
+  as it exists; a job resumed without a recorded run first looks on its thread for a run
+  carrying its id;
+* each tool round is explicit in the ledger: its calls are begun (counting each call's
+  attempts), each output is saved before the submit, and the round is marked submitted once
+  the server took it; a resumed run re-submits stored outputs, calls tools only for calls that
+  have none (at a higher ``ToolContext.attempt`` when they were begun before), and never
+  re-sends a round the server took;
+* every write is fenced by the claim epoch, so a worker that lost its lease cannot win; and
+  before each side effect (creating a run, starting a tool, submitting) the worker proves its
+  claim: a local monotonic lease deadline (no I/O, so a paused process notices at once) and,
+  before a run or a round, a fenced check in the store. A run created under a claim that turns
+  out lost is cancelled unless the job's new owner already took it.
 
 Shutdown: the first stop request stops claiming, lets runs that are inside a tool round finish
 their submit (up to ``worker.drain_timeout``) and hands every other job back at once; a second
-request aborts. Handing a job back gives its attempt back, so a job stopped while a tool call may
-have run without reaching the ledger is not handed back but left for its lease to lapse: its
-next attempt then runs that call with ``ToolContext.attempt > 1``, and the tool can deduplicate.
+request aborts. Handing a job back gives its attempt back; the ledger still counts each begun
+call, so a call that may have run is run again with ``ToolContext.attempt > 1``.
 """
 
 from __future__ import annotations
@@ -24,14 +31,25 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 import anyio
 import msgspec
 
-from orchestrator import approvals, config, driver, errors, events, health, metrics, models, tools
+from orchestrator import (
+    approvals,
+    config,
+    driver,
+    errors,
+    events,
+    health,
+    metrics,
+    models,
+    recovery,
+    tools,
+)
 from orchestrator import client as client_mod
 from orchestrator.store import base as store_base
 
@@ -41,8 +59,6 @@ log = logging.getLogger(__name__)
 
 #: Run metadata key that ties a run to the job that created it.
 JOB_METADATA_KEY: Final = "orchestrator_job"
-#: Seconds of clock difference tolerated between us and the server when looking for a run.
-_CLOCK_SKEW: Final = 300.0
 
 
 @dataclass(eq=False)
@@ -50,46 +66,66 @@ class _InFlight:
     """A job being driven by this worker."""
 
     job: store_base.Job
+    #: ``time.monotonic()`` by which the lease must have been renewed, or the claim is gone.
+    lease_deadline: float
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     #: Inside a tool round (tools running or outputs not yet submitted): let it finish on drain.
     in_round: bool = False
     round_done: anyio.Event = field(default_factory=anyio.Event)
-    #: Calls of the current round that may have started but have no output in the ledger yet.
-    unsaved: set[str] = field(default_factory=set)
     released: bool = False
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-def _deciding(exc: Exception) -> Exception:
-    """The error that decides a job's fate (parallel tool calls can raise several at once).
-
-    A lost lease wins (nothing we write counts any more), then a permanent error (the job
-    fails), then a transient one (the job is retried).
-    """
-    leaves = [e for e in _leaves(exc) if isinstance(e, Exception)] or [exc]
-    lost = [e for e in leaves if isinstance(e, errors.LeaseLost)]
-    permanent = [e for e in leaves if not isinstance(e, errors.TransientError | errors.StoreError)]
-    return (lost or permanent or leaves)[0]
+    #: The job's run as last seen (cancelled when the job ends failed).
+    run: models.Run | None = None
 
 
 class _JobLedger:
-    """The store's ledger seen through one claim (its epoch fences every write)."""
+    """The store's ledger seen through one claim: its epoch fences every write, and its lease
+    deadline guards every side effect."""
 
-    def __init__(self, store: store_base.JobStore, job_id: str, epoch: int) -> None:
+    def __init__(self, store: store_base.JobStore, entry: _InFlight) -> None:
         self._store = store
-        self._job_id = job_id
-        self._epoch = epoch
+        self._entry = entry
+        self._job_id = entry.job.id
+        self._epoch = entry.job.epoch
+
+    def _lost(self, why: str) -> errors.LeaseLost:
+        return errors.LeaseLost(
+            f"job {self._job_id}: {why} (epoch {self._epoch})",
+            job_id=self._job_id,
+            epoch=self._epoch,
+        )
+
+    def check(self) -> None:
+        if time.monotonic() >= self._entry.lease_deadline:
+            raise self._lost("the lease was not renewed in time")
+
+    async def confirm(self) -> None:
+        self.check()
+        if not await self._store.check_claim(self._job_id, self._epoch):
+            raise self._lost("the claim is no longer live")
 
     async def outputs(self, run_id: str) -> dict[str, str]:
         return await self._store.outputs(run_id)
 
+    async def submitted_calls(self, run_id: str) -> set[str]:
+        calls = await self._store.calls(run_id)
+        return {call_id for call_id, record in calls.items() if record.submitted}
+
+    async def begin(self, run_id: str, tool_call_ids: Sequence[str]) -> dict[str, int]:
+        self.check()
+        entry = self._entry
+        entry.in_round = True
+        entry.round_done = anyio.Event()
+        return await self._store.begin_calls(self._job_id, self._epoch, run_id, tool_call_ids)
+
     async def save(self, run_id: str, tool_call_id: str, output: str) -> None:
         await self._store.save_output(self._job_id, self._epoch, run_id, tool_call_id, output)
+
+    async def submitted(self, run_id: str, tool_call_ids: Sequence[str]) -> None:
+        try:
+            await self._store.mark_submitted(self._job_id, self._epoch, run_id, tool_call_ids)
+        finally:
+            self._entry.in_round = False
+            self._entry.round_done.set()
 
 
 class Worker:
@@ -163,6 +199,7 @@ class Worker:
             if len(self._in_flight) >= wcfg.concurrency:
                 await self._wait_slot()
                 continue
+            claimed_at = time.monotonic()
             try:
                 job = await self.store.claim(
                     self.worker_id,
@@ -174,8 +211,18 @@ class Worker:
                 log.error("claiming failed: %s", exc, extra={"action": "claim"})
                 await self._wait_slot(wait=wcfg.idle_poll_seconds)
                 continue
+            if job is not None and job.state is store_base.JobState.FAILED:
+                await self._gave_up(job)  # out of attempts: its run must not hold the thread
+                continue
             if job is not None:
-                entry = _InFlight(job)
+                if job.attempts > 1:
+                    log.warning(
+                        "taking over job %s at attempt %d: its last worker died or lost its lease",
+                        job.id,
+                        job.attempts,
+                        extra={"job_id": job.id, "action": "takeover"},
+                    )
+                entry = _InFlight(job, lease_deadline=claimed_at + wcfg.lease_seconds)
                 self._in_flight[job.id] = entry
                 tg.start_soon(self._execute, entry, name=f"job {job.id}")
                 continue
@@ -229,6 +276,7 @@ class Worker:
             leases = [(e.job.id, e.job.epoch) for e in self._in_flight.values()]
             if not leases:
                 continue
+            sent = time.monotonic()
             try:
                 held = await self.store.heartbeat_many(leases, lease_seconds=wcfg.lease_seconds)
             except errors.StoreError as exc:
@@ -236,6 +284,8 @@ class Worker:
                 continue
             for job_id, _ in leases:
                 entry = self._in_flight.get(job_id)
+                if job_id in held and entry is not None:
+                    entry.lease_deadline = sent + wcfg.lease_seconds
                 if job_id not in held and entry is not None:
                     log.warning(
                         "lease lost; stopping the job", extra={"job_id": job_id, "action": "lost"}
@@ -253,11 +303,13 @@ class Worker:
             with entry.scope:
                 await self._drive_job(entry)
         except Exception as exc:
-            cause = _deciding(exc)
+            cause = errors.deciding(exc)
             if isinstance(cause, errors.LeaseLost):
                 entry.released = True  # nothing of ours to give back
                 log.warning(
-                    "lease lost mid-write; another worker owns the job", extra={"job_id": job.id}
+                    "lease lost; another worker owns the job: %s",
+                    cause,
+                    extra={"job_id": job.id, "action": "lost"},
                 )
             else:
                 await self._on_error(entry, cause)
@@ -265,10 +317,9 @@ class Worker:
             if self.metrics.enabled:
                 self.metrics.runs_in_flight.dec()
             if entry.scope.cancelled_caught and not entry.released:
-                if entry.unsaved:
-                    await self._leave_to_lapse(entry)
-                else:
-                    await self._release(entry)
+                if self.aborted:
+                    await self._note(job, "aborted by a second stop request")
+                await self._release(entry)
             entry.round_done.set()
             self._in_flight.pop(job.id, None)
             self._slot_free.set()
@@ -277,17 +328,16 @@ class Worker:
         job = entry.job
         store = self.store
         await store.append_history(job.id, job.epoch, f"worker {self.worker_id} started")
-        ledger = _JobLedger(store, job.id, job.epoch)
+        ledger = _JobLedger(store, entry)
 
         async def emit(event: events.Event) -> None:
             match event:
-                case events.ToolCallsRequested(calls=calls, reused=reused):
-                    entry.in_round = True
-                    entry.round_done = anyio.Event()
-                    entry.unsaved = {c.id for c in calls} - set(reused)
-                case events.ToolCallFinished(tool_call_id=call_id):
-                    entry.unsaved.discard(call_id)  # emitted once its output is in the ledger
-                case events.OutputsSubmitted() | events.RunFinished():
+                case events.RunCreated(run=run) | events.RunAdopted(run=run):
+                    entry.run = run
+                case events.StatusChanged(run=run):
+                    entry.run = run
+                case events.RunFinished(run=run):
+                    entry.run = run
                     entry.in_round = False
                     entry.round_done.set()
                 case _:
@@ -305,6 +355,8 @@ class Worker:
         last_error = result.run.last_error.message if result.run.last_error else None
         if last_error is None and not result.ok:
             last_error = result.outcome
+        # Every call this job's run answered, in this attempt or an earlier one.
+        answered = len(await store.outputs(result.run.id))
         await store.complete(
             job.id,
             job.epoch,
@@ -313,7 +365,7 @@ class Worker:
                 status=result.outcome,
                 last_error=last_error,
                 reply=result.reply,
-                tool_calls=len(result.outputs),
+                tool_calls=max(answered, len(result.outputs)),
             ),
         )
         log.info(
@@ -352,7 +404,11 @@ class Worker:
         body = msgspec.structs.replace(body, metadata=metadata)
 
         async def record(run: models.Run) -> None:
-            await store.record_run(job.id, job.epoch, run.id)
+            try:
+                await store.record_run(job.id, job.epoch, run.id)
+            except errors.LeaseLost:
+                await self._orphaned(job, run)
+                raise
 
         return await self.driver.create(
             thread_id, body, emit=emit, ledger=ledger, on_run=record, attempt=job.attempts
@@ -363,7 +419,7 @@ class Worker:
         async for run in self.client.iter_runs(thread_id, order="desc"):
             if run.metadata and run.metadata.get(JOB_METADATA_KEY) == job_id:
                 return run.id
-            if run.created_at < since - _CLOCK_SKEW:
+            if run.created_at < since - recovery.CLOCK_SKEW:
                 break  # newest first: older runs cannot be this job's
         return None
 
@@ -394,27 +450,58 @@ class Worker:
                 await self.store.complete(job.id, job.epoch, store_base.JobState.FAILED, result)
             except errors.StoreError as store_exc:
                 log.error("could not record the failure: %s", store_exc, extra={"job_id": job.id})
+                return
+            if entry.run is not None:
+                await self._cancel_run(job, entry.run.thread_id, entry.run.id)
 
-    async def _leave_to_lapse(self, entry: _InFlight) -> None:
-        """Stopped with tool calls that may have run but have no output in the ledger.
-
-        Handing the job back would give its attempt back, and the resumed calls would run at
-        the same attempt number, so a tool could not tell it may have run them already. Its
-        lease lapses instead; the next claim counts a new attempt.
-        """
-        entry.released = True
-        job = entry.job
-        log.warning(
-            "stopped inside a tool round; the job is retried when its lease lapses",
-            extra={"job_id": job.id, "action": "left_to_lapse", "calls": sorted(entry.unsaved)},
+    async def _gave_up(self, job: store_base.Job) -> None:
+        """``claim`` ended a job out of attempts: cancel the run it may have left active."""
+        log.error(
+            "job %s failed: out of attempts",
+            job.id,
+            extra={"job_id": job.id, "action": "job_failed"},
         )
+        if job.thread_id is not None and job.run_id is not None:
+            await self._cancel_run(job, job.thread_id, job.run_id)
+
+    async def _orphaned(self, job: store_base.Job, run: models.Run) -> None:
+        """We created ``run`` under a claim that turned out lost: unless the job's new owner
+        already took it as the job's run, it must not live on holding the thread."""
         with anyio.CancelScope(shield=True):
             try:
-                await self.store.append_history(
-                    job.id, job.epoch, "stopped inside a tool round; left for its lease to lapse"
-                )
+                current = await self.store.get(job.id)
+            except errors.StoreError:
+                current = None
+            if current is not None and current.run_id in (None, run.id):
+                return  # the new owner finds (or found) this run by the job's id and drives it
+        await self._cancel_run(job, run.thread_id, run.id)
+
+    async def _cancel_run(self, job: store_base.Job, thread_id: str, run_id: str) -> None:
+        """Cancel a job's run so that it does not hold its thread (shielded, time-bounded)."""
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(self.settings.run.cancel_timeout),
+        ):
+            try:
+                run = await self.client.cancel_run(thread_id, run_id)
+            except errors.BadRequestError:
+                return  # already over
+            except errors.OrchestratorError as exc:
+                log.warning("could not cancel run %s: %s", run_id, exc, extra={"job_id": job.id})
+                return
+            log.info(
+                "cancelled the job's run (%s)",
+                run.status,
+                extra={"job_id": job.id, "run_id": run_id, "action": "cancel"},
+            )
+            await self._note(job, f"run {run_id} cancelled")
+
+    async def _note(self, job: store_base.Job, message: str) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store.append_history(job.id, job.epoch, message)
             except errors.StoreError as exc:
-                log.warning("could not record the stop: %s", exc, extra={"job_id": job.id})
+                log.warning("could not record %r: %s", message, exc, extra={"job_id": job.id})
 
     async def _release(self, entry: _InFlight) -> None:
         """Give the job back so another worker (or this one) takes it at once."""

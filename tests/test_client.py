@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from aiohttp import web
 from manual_time import ManualTime
 from multidict import CIMultiDictProxy, MultiMapping
 
-from orchestrator import client, config, errors, models, ratelimit, streaming
+from orchestrator import client, config, errors, models, ratelimit
 
 pytestmark = pytest.mark.anyio
 
@@ -338,66 +337,7 @@ async def test_timeout_is_retried_then_raised(server: Server) -> None:
     assert server.calls("GET", RUN) == 2
 
 
-# --- submit race -------------------------------------------------------------------------
-
-
-async def test_submit_race_rereads_the_run(server: Server) -> None:
-    state = {"status": "requires_action"}
-
-    async def applied_then_lost(request: web.Request) -> web.StreamResponse:
-        state["status"] = "queued"  # the server took the outputs...
-        return await drop(request)  # ...but the answer never arrives
-
-    refused = api_error(400, 'Runs in status "queued" do not accept tool outputs.')
-
-    async def current(request: web.Request) -> web.StreamResponse:
-        return web.json_response(run_json(state["status"]), headers={"x-request-id": "req_get"})
-
-    server.on("POST", SUBMIT, applied_then_lost, refused)
-    server.on("GET", RUN, current)
-    outputs = [models.ToolOutput("call_1", "28C"), models.ToolOutput("call_2", "{}")]
-    async with make(server) as api:
-        resp = await api.submit_tool_outputs_response("thread_1", "run_1", outputs)
-    assert resp.data.status == "queued"
-    assert resp.request_id == "req_get"
-    assert [(s.method, s.raw_path) for s in server.seen] == [
-        ("POST", SUBMIT),
-        ("POST", SUBMIT),
-        ("GET", RUN),
-    ]
-    sent = models.decode(server.seen[0].body, models.SubmitToolOutputs)
-    assert sent.tool_outputs == outputs
-
-
-@pytest.mark.parametrize("stream", [False, True])
-async def test_create_race_returns_the_run_our_first_attempt_made(
-    server: Server, stream: bool
-) -> None:
-    """The create reached the server, its answer was lost, the retry finds our own run busy."""
-    created_at = int(time.time())
-
-    async def created_then_lost(request: web.Request) -> web.StreamResponse:
-        return await drop(request)
-
-    busy = api_error(400, "Thread thread_1 already has an active run run_1.")
-
-    async def ours(request: web.Request) -> web.StreamResponse:
-        return web.json_response(run_json("in_progress", created_at=created_at))
-
-    server.on("POST", RUNS, created_then_lost, busy)
-    server.on("GET", RUN, ours)
-    body = models.CreateRun(assistant_id="asst_1")
-    async with make(server) as api:
-        if stream:
-            async with api.create_run_stream("thread_1", body) as events:
-                got = [e async for e in events]
-            assert len(got) == 1
-            assert isinstance(got[0], streaming.RunEvent)
-            run = got[0].run
-        else:
-            run = await api.create_run("thread_1", body)
-    assert run.id == "run_1"
-    assert run.status == "in_progress"
+# --- races (recovery itself lives in the run loop: tests/test_exactly_once.py) ----------
 
 
 async def test_create_race_with_someone_elses_run_raises(server: Server) -> None:
@@ -421,20 +361,6 @@ async def test_submit_refused_on_first_attempt_raises(server: Server) -> None:
         with pytest.raises(errors.BadRequestError, match="do not accept tool outputs"):
             await api.submit_tool_outputs("thread_1", "run_1", [models.ToolOutput("c", "x")])
     assert [s.method for s in server.seen] == ["POST"]
-
-
-async def test_submit_stream_race_yields_an_empty_stream(server: Server) -> None:
-    refused = api_error(400, 'Runs in status "in_progress" do not accept tool outputs.')
-    server.on("POST", SUBMIT, api_error(500, "lost"), refused)
-    async with make(server) as api:
-        outputs = [models.ToolOutput("c", "x")]
-        async with api.submit_tool_outputs_stream("thread_1", "run_1", outputs) as events:
-            assert [e async for e in events] == []
-    assert server.calls("POST", SUBMIT) == 2
-    assert b'"stream":true' in server.seen[0].body
-
-
-# --- flavours, headers, bodies --------------------------------------------------------------
 
 
 async def test_openai_headers_and_body(server: Server) -> None:

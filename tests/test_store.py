@@ -265,9 +265,13 @@ async def test_max_attempts_fails_the_job(st: JobStore, t0: float) -> None:
     await claim(st, "w1", t0, max_attempts=2)
     await claim(st, "w2", t0 + LEASE, max_attempts=2)
     fresh = await st.enqueue(hello())
-    # The third try: doomed ends FAILED, and the same call hands out the next job.
+    # The third try: doomed ends FAILED and comes back as such (so that the caller cancels its
+    # run); the next call hands out the next job.
+    gave_up = await claim(st, "w3", t0 + 2 * LEASE, max_attempts=2)
+    assert (gave_up.id, gave_up.state) == (doomed, JobState.FAILED)
     assert (await claim(st, "w3", t0 + 2 * LEASE, max_attempts=2)).id == fresh
     job = await st.get(doomed)
+    assert job == gave_up
     assert job is not None
     assert job.state is JobState.FAILED
     assert job.result is not None
@@ -377,6 +381,49 @@ async def test_ledger_is_fenced_by_epoch(st: JobStore, t0: float) -> None:
     assert await st.outputs("run_other") == {}
 
 
+async def test_round_lifecycle_counts_attempts_per_call(st: JobStore, t0: float) -> None:
+    job_id = await st.enqueue(hello())
+    first = await claim(st, "w1", t0)
+    assert await st.begin_calls(job_id, first.epoch, "run_1", ["c1", "c2"], now=t0) == {
+        "c1": 1,
+        "c2": 1,
+    }
+    await st.save_output(job_id, first.epoch, "run_1", "c1", "one")
+    assert await st.outputs("run_1") == {"c1": "one"}  # a begun call has no output yet
+    second = await claim(st, "w2", t0 + LEASE)
+    # c1 has its output and is not begun again; c2 may have run: its next attempt is 2.
+    attempts = await st.begin_calls(job_id, second.epoch, "run_1", ["c1", "c2"], now=t0 + LEASE)
+    assert attempts == {"c2": 2}
+    await st.save_output(job_id, second.epoch, "run_1", "c2", "two")
+    await st.mark_submitted(job_id, second.epoch, "run_1", ["c1", "c2"])
+    calls = await st.calls("run_1")
+    assert calls == {
+        "c1": store.CallRecord(tool_call_id="c1", starts=1, output="one", submitted=True),
+        "c2": store.CallRecord(tool_call_id="c2", starts=2, output="two", submitted=True),
+    }
+    assert await st.calls("run_other") == {}
+
+
+async def test_round_writes_are_fenced_and_need_a_live_lease(st: JobStore, t0: float) -> None:
+    job_id = await st.enqueue(hello())
+    old = await claim(st, "w1", t0)
+    assert await st.check_claim(job_id, old.epoch, now=t0 + 1)
+    # The lease lapsed but nobody took the job yet: still no side effect may start.
+    assert not await st.check_claim(job_id, old.epoch, now=t0 + LEASE)
+    with pytest.raises(errors.LeaseLost):
+        await st.begin_calls(job_id, old.epoch, "run_1", ["c1"], now=t0 + LEASE)
+    new = await claim(st, "w2", t0 + LEASE)
+    assert not await st.check_claim(job_id, old.epoch, now=t0 + LEASE)
+    assert await st.check_claim(job_id, new.epoch, now=t0 + LEASE)
+    with pytest.raises(errors.LeaseLost):
+        await st.begin_calls(job_id, old.epoch, "run_1", ["c1"], now=t0)
+    with pytest.raises(errors.LeaseLost):
+        await st.mark_submitted(job_id, old.epoch, "run_1", ["c1"])
+    assert await st.calls("run_1") == {}
+    assert not await st.check_claim("job_missing", 1)
+    assert any("begin_calls refused" in m for m in await messages(st, job_id))
+
+
 @pytest.mark.parametrize(
     "spec",
     [
@@ -478,6 +525,30 @@ async def test_sqlite_survives_close_and_reopen(tmp_path: Path, t0: float) -> No
             store.sqlite_schema.SCHEMA_VERSION,
         )
         assert raw.execute("SELECT state FROM jobs").fetchall() == [("succeeded",)]
+    raw.close()
+
+
+async def test_sqlite_migrates_a_version_1_ledger(tmp_path: Path, t0: float) -> None:
+    path = tmp_path / "j.db"
+    async with store.SqliteStore(path) as st:
+        job_id = await st.enqueue(hello())
+        job = await claim(st, "w1", t0)
+    v1_outputs = """CREATE TABLE outputs (run_id TEXT NOT NULL, tool_call_id TEXT NOT NULL,
+        job_id TEXT NOT NULL, epoch INTEGER NOT NULL, output TEXT NOT NULL,
+        saved_at REAL NOT NULL, PRIMARY KEY (run_id, tool_call_id)) WITHOUT ROWID"""
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("DROP TABLE calls")
+        raw.execute(v1_outputs)
+        raw.execute("INSERT INTO outputs VALUES ('run_1', 'c1', ?, 1, 'kept', 0)", (job_id,))
+        raw.execute("PRAGMA user_version = 1")
+    raw.close()
+    async with store.SqliteStore(path) as st:
+        assert await st.outputs("run_1") == {"c1": "kept"}
+        assert await st.begin_calls(job_id, job.epoch, "run_1", ["c1", "c2"], now=t0) == {"c2": 1}
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+    assert raw.execute("SELECT name FROM sqlite_master WHERE name = 'outputs'").fetchall() == []
     raw.close()
 
 

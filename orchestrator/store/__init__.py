@@ -6,6 +6,7 @@ from orchestrator import config, errors
 from orchestrator.store import base, memory, sqlite, sqlite_schema
 from orchestrator.store.base import (
     AdoptJob,
+    CallRecord,
     CreateJob,
     Job,
     JobEvent,
@@ -22,6 +23,7 @@ from orchestrator.store.sqlite import SqliteStore
 
 __all__ = [
     "AdoptJob",
+    "CallRecord",
     "CreateJob",
     "Job",
     "JobEvent",

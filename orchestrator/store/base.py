@@ -19,7 +19,13 @@ Guarantees every implementation gives (memory, SQLite, and later PostgreSQL via 
 * **De-duplication.** ``enqueue(..., queueing_lock=k)`` refuses (``errors.AlreadyEnqueued``) while
   another *queued* job holds ``k`` (procrastinate's ``queueing_lock``).
 * **Bounded retries.** ``claim(..., max_attempts=n)`` ends a job FAILED instead of starting its
-  attempt ``n + 1``. ``release`` (graceful shutdown) gives its attempt back.
+  attempt ``n + 1``, and returns that FAILED snapshot so the caller can cancel its run.
+  ``release`` (graceful shutdown) gives its attempt back.
+* **A round lifecycle in the ledger.** Before a tool round runs, ``begin_calls`` records each call
+  as begun under the claim (fenced, and refused once the lease has lapsed), which also counts the
+  call's attempts; ``save_output`` stores each output before it is submitted; ``mark_submitted``
+  records that the server took the round. A resumed job reads ``calls`` to re-submit stored
+  outputs, re-run begun calls at a higher attempt, and never re-send a round the server took.
 * **An audit trail.** ``history`` is an append-only per-job log of what the store did (enqueued,
   claimed, lease reclaimed, recorded, released, stale write rejected, completed) plus whatever
   the worker adds with ``append_history``.
@@ -43,6 +49,7 @@ from orchestrator import errors, models
 __all__ = [
     "SPEC_VERSION",
     "AdoptJob",
+    "CallRecord",
     "CreateJob",
     "Job",
     "JobEvent",
@@ -179,6 +186,18 @@ class Job(Struct, frozen=True, kw_only=True):
     queueing_lock: str | None
 
 
+class CallRecord(Struct, frozen=True, kw_only=True):
+    """One tool call of a run, as the ledger knows it."""
+
+    tool_call_id: str
+    #: How many claims began this call (0: only an output was saved).
+    starts: int = 0
+    #: The stored output; None until saved.
+    output: str | None = None
+    #: The server accepted the round holding this call's output.
+    submitted: bool = False
+
+
 class JobEvent(Struct, frozen=True, kw_only=True):
     """One line of a job's append-only history."""
 
@@ -240,6 +259,11 @@ def exhausted_result(attempts: int) -> JobResult:
 def stale_message(operation: str, epoch: int, current: int, state: str) -> str:
     """History line (and error text) for a rejected fenced write."""
     return f"stale {operation} rejected: epoch {epoch}, job is {state} at epoch {current}"
+
+
+def lapsed_message(operation: str, epoch: int, expired_at: float | None) -> str:
+    """History line (and error text) for a write refused because the lease lapsed."""
+    return f"{operation} refused: the lease of epoch {epoch} lapsed at {expired_at}"
 
 
 def new_job_id() -> str:
@@ -317,7 +341,9 @@ class JobStore(Protocol):
 
         Claimable: QUEUED, or RUNNING with an expired lease, and no other job on its thread
         RUNNING under a live lease. The claim sets state RUNNING, the lease, ``epoch + 1`` and
-        ``attempts + 1``. A job that already had ``max_attempts`` attempts ends FAILED instead.
+        ``attempts + 1``. A job that already had ``max_attempts`` attempts ends FAILED instead,
+        and that FAILED snapshot is returned (not claimed): the caller cancels the run it may
+        have left holding its thread, then claims again.
         """
         ...
 
@@ -384,7 +410,40 @@ class JobStore(Protocol):
         ...
 
     async def outputs(self, run_id: str) -> dict[str, str]:
-        """The ledger of a run: tool call id → output."""
+        """The saved outputs of a run: tool call id → output."""
+        ...
+
+    async def check_claim(self, job_id: str, epoch: int, *, now: float | None = None) -> bool:
+        """True while ``(job_id, epoch)`` is the job's current claim: RUNNING at this epoch
+        with a lease unexpired at ``now``. Asked before side effects (a run, a tool round)."""
+        ...
+
+    async def begin_calls(
+        self,
+        job_id: str,
+        epoch: int,
+        run_id: str,
+        tool_call_ids: Sequence[str],
+        *,
+        now: float | None = None,
+    ) -> dict[str, int]:
+        """Record that these calls are about to run under this claim.
+
+        Fenced like ``save_output``, and refused with ``errors.LeaseLost`` also when the lease
+        has lapsed at ``now``. Returns each call's attempt number (1 the first time it is
+        begun, n + 1 after n earlier begins); calls that already have an output are left alone
+        and are not in the result.
+        """
+        ...
+
+    async def mark_submitted(
+        self, job_id: str, epoch: int, run_id: str, tool_call_ids: Sequence[str]
+    ) -> None:
+        """Record that the server accepted these calls' outputs (fenced)."""
+        ...
+
+    async def calls(self, run_id: str) -> dict[str, CallRecord]:
+        """The ledger of a run by tool call id: begun, saved and submitted calls."""
         ...
 
     async def park(self, job_id: str, epoch: int, message: str) -> None:

@@ -28,8 +28,8 @@ class MemoryStore:
         #: Insertion order is enqueue order, which is claim order.
         self._jobs: dict[str, base.Job] = {}
         self._events: dict[str, list[base.JobEvent]] = {}
-        #: run id → tool call id → (epoch, output)
-        self._ledger: dict[str, dict[str, tuple[int, str]]] = {}
+        #: run id → tool call id → (epoch of the last write, record)
+        self._ledger: dict[str, dict[str, tuple[int, base.CallRecord]]] = {}
         self._open = False
 
     async def __aenter__(self) -> Self:
@@ -130,9 +130,8 @@ class MemoryStore:
                 continue
             if max_attempts is not None and job.attempts >= max_attempts:
                 result = base.exhausted_result(job.attempts)
-                self._put(_end(job, base.JobState.FAILED, result, now))
                 self._log(job.id, job.epoch, f"failed: {result.last_error}", now)
-                continue
+                return self._put(_end(job, base.JobState.FAILED, result, now))
             previous = job.lease_owner if expired else None
             claimed = self._put(
                 _replace(
@@ -255,13 +254,62 @@ class MemoryStore:
         await self._enter()
         self._fence(job_id, epoch, "save_output")
         calls = self._ledger.setdefault(run_id, {})
-        existing = calls.get(tool_call_id)
-        if existing is None or existing[0] < epoch:
-            calls[tool_call_id] = (epoch, output)
+        written, record = calls.get(tool_call_id, (0, base.CallRecord(tool_call_id=tool_call_id)))
+        if record.output is None or written < epoch:
+            calls[tool_call_id] = (epoch, _replace(record, output=output))
 
     async def outputs(self, run_id: str) -> dict[str, str]:
         await self._enter()
-        return {call: output for call, (_, output) in self._ledger.get(run_id, {}).items()}
+        return {
+            call: record.output
+            for call, (_, record) in self._ledger.get(run_id, {}).items()
+            if record.output is not None
+        }
+
+    async def check_claim(self, job_id: str, epoch: int, *, now: float | None = None) -> bool:
+        await self._enter()
+        return _live(self._jobs.get(job_id), epoch, time.time() if now is None else now)
+
+    async def begin_calls(
+        self,
+        job_id: str,
+        epoch: int,
+        run_id: str,
+        tool_call_ids: Sequence[str],
+        *,
+        now: float | None = None,
+    ) -> dict[str, int]:
+        await self._enter()
+        job = self._fence(job_id, epoch, "begin_calls")
+        at = time.time() if now is None else now
+        if not _live(job, epoch, at):
+            message = base.lapsed_message("begin_calls", epoch, job.lease_expires_at)
+            self._log(job_id, epoch, message, at)
+            raise errors.LeaseLost(f"job {job_id}: {message}", job_id=job_id, epoch=epoch)
+        calls = self._ledger.setdefault(run_id, {})
+        attempts: dict[str, int] = {}
+        for call_id in tool_call_ids:
+            _, record = calls.get(call_id, (0, base.CallRecord(tool_call_id=call_id)))
+            if record.output is not None:
+                continue
+            record = _replace(record, starts=record.starts + 1)
+            calls[call_id] = (epoch, record)
+            attempts[call_id] = record.starts
+        return attempts
+
+    async def mark_submitted(
+        self, job_id: str, epoch: int, run_id: str, tool_call_ids: Sequence[str]
+    ) -> None:
+        await self._enter()
+        self._fence(job_id, epoch, "mark_submitted")
+        calls = self._ledger.setdefault(run_id, {})
+        for call_id in tool_call_ids:
+            _, record = calls.get(call_id, (0, base.CallRecord(tool_call_id=call_id)))
+            calls[call_id] = (epoch, _replace(record, submitted=True))
+
+    async def calls(self, run_id: str) -> dict[str, base.CallRecord]:
+        await self._enter()
+        return {call: record for call, (_, record) in self._ledger.get(run_id, {}).items()}
 
     async def park(self, job_id: str, epoch: int, message: str) -> None:
         await self._enter()
@@ -284,7 +332,9 @@ class MemoryStore:
         run_id = base.check_parked(job, job_id)
         assert job is not None
         calls = self._ledger.setdefault(run_id, {})
-        calls.setdefault(tool_call_id, (job.epoch, output))
+        _, record = calls.get(tool_call_id, (0, base.CallRecord(tool_call_id=tool_call_id)))
+        if record.output is None:  # a decision already stored stays
+            calls[tool_call_id] = (job.epoch, _replace(record, output=output))
         self._put(_replace(job, state=base.JobState.QUEUED, updated_at=time.time()))
         self._log(job_id, job.epoch, base.decided_message(tool_call_id, output))
 
@@ -298,4 +348,15 @@ def _end(job: base.Job, state: base.JobState, result: base.JobResult, now: float
         lease_owner=None,
         lease_expires_at=None,
         updated_at=now,
+    )
+
+
+def _live(job: base.Job | None, epoch: int, now: float) -> bool:
+    """``epoch`` is the job's current claim, with a lease unexpired at ``now``."""
+    return (
+        job is not None
+        and job.state is base.JobState.RUNNING
+        and job.epoch == epoch
+        and job.lease_expires_at is not None
+        and job.lease_expires_at > now
     )

@@ -97,10 +97,15 @@ class SqliteStore:
             # Another process may have created the schema while we waited for the lock.
             if conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION:
                 return
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if tables:
+            if current == 1:
+                script = schema.MIGRATE_1_TO_2
+            elif tables:
                 raise errors.StoreError(f"{self.path}: not an orchestrator database")
-            for statement in schema.SCHEMA.split(";"):
+            else:
+                script = schema.SCHEMA
+            for statement in script.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
@@ -191,7 +196,7 @@ class SqliteStore:
                         result = base.exhausted_result(job.attempts)
                         schema.end(conn, job.id, base.JobState.FAILED, result, at)
                         schema.log(conn, job.id, job.epoch, f"failed: {result.last_error}", at)
-                        continue
+                        return self._select(conn, job.id)
                     claimed = msgspec.structs.replace(
                         job,
                         state=base.JobState.RUNNING,
@@ -375,9 +380,83 @@ class SqliteStore:
     async def outputs(self, run_id: str) -> dict[str, str]:
         def op(conn: sqlite3.Connection) -> dict[str, str]:
             rows = conn.execute(
-                "SELECT tool_call_id, output FROM outputs WHERE run_id = ?", (run_id,)
+                "SELECT tool_call_id, output FROM calls WHERE run_id = ? AND output IS NOT NULL",
+                (run_id,),
             )
             return dict(rows.fetchall())
+
+        return await self._run(op)
+
+    async def check_claim(self, job_id: str, epoch: int, *, now: float | None = None) -> bool:
+        at = time.time() if now is None else now
+
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM jobs WHERE id = ? AND epoch = ? AND state = 'running'"
+                " AND lease_expires_at > ?",
+                (job_id, epoch, at),
+            ).fetchone()
+            return row is not None
+
+        return await self._run(op)
+
+    async def begin_calls(
+        self,
+        job_id: str,
+        epoch: int,
+        run_id: str,
+        tool_call_ids: Sequence[str],
+        *,
+        now: float | None = None,
+    ) -> dict[str, int]:
+        at = time.time() if now is None else now
+        ids = list(tool_call_ids)
+
+        def op(conn: sqlite3.Connection) -> dict[str, int]:
+            with schema.transaction(conn):
+                job = self._fence(conn, job_id, epoch, "begin_calls")
+                if job.lease_expires_at is None or job.lease_expires_at <= at:
+                    message = base.lapsed_message("begin_calls", epoch, job.lease_expires_at)
+                    schema.log(conn, job_id, epoch, message, at)
+                    raise errors.LeaseLost(f"job {job_id}: {message}", job_id=job_id, epoch=epoch)
+                attempts: dict[str, int] = {}
+                for call_id in ids:
+                    row = conn.execute(
+                        schema.BEGIN_CALL, (run_id, call_id, job_id, epoch, at)
+                    ).fetchone()
+                    if row is not None:
+                        attempts[call_id] = row[0]
+                return attempts
+
+        return await self._run(op)
+
+    async def mark_submitted(
+        self, job_id: str, epoch: int, run_id: str, tool_call_ids: Sequence[str]
+    ) -> None:
+        ids = list(tool_call_ids)
+
+        def op(conn: sqlite3.Connection) -> None:
+            with schema.transaction(conn):
+                self._fence(conn, job_id, epoch, "mark_submitted")
+                now = time.time()
+                conn.executemany(
+                    schema.MARK_SUBMITTED, [(run_id, c, job_id, epoch, now) for c in ids]
+                )
+
+        await self._run(op)
+
+    async def calls(self, run_id: str) -> dict[str, base.CallRecord]:
+        def op(conn: sqlite3.Connection) -> dict[str, base.CallRecord]:
+            rows = conn.execute(
+                "SELECT tool_call_id, starts, output, submitted FROM calls WHERE run_id = ?",
+                (run_id,),
+            ).fetchall()
+            return {
+                call_id: base.CallRecord(
+                    tool_call_id=call_id, starts=starts, output=output, submitted=bool(submitted)
+                )
+                for call_id, starts, output, submitted in rows
+            }
 
         return await self._run(op)
 

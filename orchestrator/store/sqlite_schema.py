@@ -17,8 +17,11 @@ from orchestrator import errors
 from orchestrator.store import base
 
 __all__ = [
+    "BEGIN_CALL",
     "CLAIMABLE",
     "COLUMNS",
+    "MARK_SUBMITTED",
+    "MIGRATE_1_TO_2",
     "NAMES",
     "SCHEMA",
     "SCHEMA_VERSION",
@@ -29,9 +32,24 @@ __all__ = [
     "update",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
-SCHEMA: Final = """
+_CALLS: Final = """
+CREATE TABLE calls (                        -- the ledger: one row per tool call of a run
+    run_id TEXT NOT NULL,
+    tool_call_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,                 -- the claim that wrote the row last
+    starts INTEGER NOT NULL DEFAULT 0,      -- claims that began the call
+    output TEXT,                            -- NULL until saved
+    submitted INTEGER NOT NULL DEFAULT 0,   -- the server took the round
+    saved_at REAL NOT NULL,
+    PRIMARY KEY (run_id, tool_call_id)
+) WITHOUT ROWID;
+"""
+
+SCHEMA: Final = (
+    """
 CREATE TABLE jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- enqueue order = claim order
     id TEXT NOT NULL UNIQUE,
@@ -59,16 +77,19 @@ CREATE TABLE job_events (
     message TEXT NOT NULL
 );
 CREATE INDEX job_events_job ON job_events (job_id, id);
-CREATE TABLE outputs (
-    run_id TEXT NOT NULL,
-    tool_call_id TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    epoch INTEGER NOT NULL,
-    output TEXT NOT NULL,
-    saved_at REAL NOT NULL,
-    PRIMARY KEY (run_id, tool_call_id)
-) WITHOUT ROWID;
 """
+    + _CALLS
+)
+
+#: From version 1: the ``outputs`` table becomes ``calls`` (saved outputs keep their rows).
+MIGRATE_1_TO_2: Final = (
+    _CALLS
+    + """
+INSERT INTO calls (run_id, tool_call_id, job_id, epoch, output, saved_at)
+    SELECT run_id, tool_call_id, job_id, epoch, output, saved_at FROM outputs;
+DROP TABLE outputs;
+"""
+)
 
 COLUMNS: Final = (
     "id, spec, state, attempts, thread_id, run_id, lease_owner, lease_expires_at, epoch, "
@@ -88,12 +109,28 @@ ORDER BY j.seq LIMIT 1
 """
 
 UPSERT_OUTPUT: Final = """
-INSERT INTO outputs (run_id, tool_call_id, job_id, epoch, output, saved_at)
+INSERT INTO calls (run_id, tool_call_id, job_id, epoch, output, saved_at)
 VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, tool_call_id) DO UPDATE
 SET job_id = excluded.job_id, epoch = excluded.epoch, output = excluded.output,
     saved_at = excluded.saved_at
-WHERE outputs.epoch < excluded.epoch
+WHERE calls.output IS NULL OR calls.epoch < excluded.epoch
+"""
+
+# One more start for a call without an output; no row comes back for a call that has one.
+BEGIN_CALL: Final = """
+INSERT INTO calls (run_id, tool_call_id, job_id, epoch, starts, saved_at)
+VALUES (?, ?, ?, ?, 1, ?)
+ON CONFLICT (run_id, tool_call_id) DO UPDATE
+SET job_id = excluded.job_id, epoch = excluded.epoch, starts = calls.starts + 1
+WHERE calls.output IS NULL
+RETURNING starts
+"""
+
+MARK_SUBMITTED: Final = """
+INSERT INTO calls (run_id, tool_call_id, job_id, epoch, submitted, saved_at)
+VALUES (?, ?, ?, ?, 1, ?)
+ON CONFLICT (run_id, tool_call_id) DO UPDATE SET submitted = 1
 """
 
 _result_encoder: Final = msgspec.json.Encoder()
