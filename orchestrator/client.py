@@ -93,6 +93,7 @@ class AssistantsClient:
         )
         self._owns_session = session is None
         self._transport.session = session
+        self._credential = credential
 
     def __repr__(self) -> str:
         return f"AssistantsClient(base_url={self.base_url!r}, flavor={self._api.flavor!r})"
@@ -121,6 +122,11 @@ class AssistantsClient:
             self._transport.session = None
             with anyio.CancelScope(shield=True):
                 await session.close()
+        # A provider that opened something of its own (Entra's default credential) closes it.
+        close = getattr(self._credential, "aclose", None)
+        if close is not None:
+            with anyio.CancelScope(shield=True):
+                await close()
 
     # --- runs ------------------------------------------------------------------------------
 

@@ -187,7 +187,10 @@ class EntraToken:
         scope: str = FOUNDRY_SCOPE,
         margin: float = DEFAULT_MARGIN,
     ) -> None:
+        """``credential`` None: azure-identity's ``DefaultAzureCredential``, made on first use
+        and closed by ``aclose`` (a credential passed in stays the caller's to close)."""
         self._credential = credential
+        self._owned: Any = None
         self._scope = scope
         self.cache = TokenCache(self._fetch, margin=margin, name=f"Entra ID token for {scope}")
 
@@ -196,7 +199,7 @@ class EntraToken:
 
     async def _fetch(self) -> AccessToken:
         if self._credential is None:
-            self._credential = _default_azure_credential()
+            self._credential = self._owned = _default_azure_credential()
         try:
             got = await self._credential.get_token(self._scope)
         except errors.OrchestratorError:
@@ -211,6 +214,13 @@ class EntraToken:
 
     async def get_token(self, *, refused: AccessToken | None = None) -> AccessToken:
         return await self.cache.get_token(refused=refused)
+
+    async def aclose(self) -> None:
+        """Close the default credential if this provider made one."""
+        owned, self._owned = self._owned, None
+        if owned is not None:
+            self._credential = None
+            await owned.close()
 
 
 def _default_azure_credential() -> AsyncTokenCredential:

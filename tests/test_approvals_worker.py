@@ -150,3 +150,18 @@ async def test_cli_approve_stores_the_decision(
         assert job is not None
         assert job.state is JobState.QUEUED
         assert (await st.outputs(job.run_id or ""))[merge] == approvals.APPROVED
+
+
+def test_approve_command_line() -> None:
+    parser = cli._parser()
+    args = parser.parse_args(["approve", "job_1", "call_a", "call_b", "--deny"])
+    assert (args.job, args.calls, args.allow, args.deny) == (
+        "job_1",
+        ["call_a", "call_b"],
+        False,
+        True,
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["approve", "job_1", "call_a"])  # --allow or --deny is required
+    with pytest.raises(SystemExit):
+        parser.parse_args(["approve", "job_1", "call_a", "--allow", "--deny"])

@@ -175,3 +175,28 @@ async def test_a_token_refused_again_fails_with_authentication_error(emu: Emulat
         with pytest.raises(errors.AuthenticationError) as info:
             await client.create_thread()
     assert "not-a-token" not in str(info.value)
+
+
+async def test_entra_closes_only_the_default_credential_it_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Closable(EmulatorCredential):
+        closed = 0
+
+        async def get_token(self, *scopes: str, **kwargs: Any) -> Token:
+            return Token("t", time.time() + 3600)
+
+        async def close(self) -> None:
+            self.closed += 1
+
+    made = Closable("http://x")
+    monkeypatch.setattr(credentials, "_default_azure_credential", lambda: made)
+    provider = credentials.EntraToken()
+    assert (await provider.get_token()).secret.get() == "t"
+    api = config.ApiConfig(flavor="foundry", base_url="http://127.0.0.1:9/api/projects/p")
+    async with AssistantsClient(api, credential=provider):
+        pass
+    assert made.closed == 1  # the client closed the provider, which closed what it made
+    passed_in = Closable("http://x")
+    await credentials.EntraToken(passed_in).aclose()
+    assert passed_in.closed == 0  # the caller's to close
