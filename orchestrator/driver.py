@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import anyio
 import msgspec
@@ -116,7 +117,7 @@ class Driver:
         tool_resources = thread.tool_resources if thread is not None else msgspec.UNSET
         if tool_resources is msgspec.UNSET:
             tool_resources = body.tool_resources
-        created = await self.client.create_thread(
+        created = await self.create_thread(
             messages=thread.messages if thread and thread.messages is not msgspec.UNSET else (),
             metadata=thread.metadata if thread and isinstance(thread.metadata, dict) else None,
             tool_resources=None if tool_resources is msgspec.UNSET else tool_resources,
@@ -128,6 +129,29 @@ class Driver:
         return await self.create(
             created.id, run_body, emit=emit, ledger=ledger, on_run=on_run, attempt=attempt
         )
+
+    async def create_thread(
+        self,
+        *,
+        messages: Sequence[models.MessageRequest] = (),
+        metadata: Mapping[str, str] | None = None,
+        tool_resources: dict[str, Any] | None = None,
+    ) -> models.Thread:
+        """Create a thread, retrying whatever failed (its outcome included: the API cannot list
+        threads, so a lost answer can leave one spare thread, holding no run)."""
+
+        async def send() -> models.Thread:
+            return await self.client.create_thread(
+                messages=messages,
+                metadata=recovery.tagged(metadata, recovery.new_ref()),
+                tool_resources=tool_resources,
+                retry=False,
+            )
+
+        async def nothing() -> None:
+            return None
+
+        return await recovery.exactly_once(self.settings.retry, send, nothing, what="create_thread")
 
     async def adopt(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -181,6 +181,15 @@ class Orchestrator:
         except TypeError as exc:
             raise errors.OrchestratorError(f"create_thread_and_run: {exc}") from exc
         return await self.driver.create_thread_and_run(body, emit=self._emitter(handler))
+
+    async def create_thread(
+        self,
+        *,
+        messages: Sequence[models.MessageRequest] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> models.Thread:
+        """Create a thread (retried like a run's create; see ``Driver.create_thread``)."""
+        return await self.driver.create_thread(messages=messages, metadata=metadata)
 
     async def adopt(
         self, thread_id: str, run_id: str, *, handler: Handler | None = None

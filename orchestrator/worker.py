@@ -385,7 +385,7 @@ class Worker:
         store = self.store
         thread_id = job.thread_id or spec.thread_id
         if thread_id is None:
-            thread = await self.client.create_thread(
+            thread = await self.driver.create_thread(
                 messages=list(spec.messages), metadata={JOB_METADATA_KEY: job.id}
             )
             thread_id = thread.id

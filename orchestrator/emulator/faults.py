@@ -14,7 +14,15 @@ from aiohttp import web
 
 from orchestrator.emulator import replies, settings
 
-__all__ = ["STATIC_LIMITS", "Faults", "RateLimited", "drop", "error_for", "malformed"]
+__all__ = [
+    "STATIC_LIMITS",
+    "Faults",
+    "Injection",
+    "RateLimited",
+    "drop",
+    "error_for",
+    "malformed",
+]
 
 _MALFORMED_PREFIX: Final = b'{"id": "run_'
 STATIC_LIMITS: Final = {
@@ -31,10 +39,31 @@ class RateLimited(replies.ApiError):
     """429 from the rate-limit mode."""
 
 
+class Injection:
+    """One fault promised to the next request(s) matching a method and a path ending."""
+
+    __slots__ = ("after_apply", "kind", "method", "path_suffix", "times")
+
+    def __init__(
+        self,
+        kind: settings.FaultKind,
+        *,
+        method: str,
+        path_suffix: str,
+        times: int,
+        after_apply: bool,
+    ) -> None:
+        self.kind = kind
+        self.method = method
+        self.path_suffix = path_suffix
+        self.times = times
+        self.after_apply = after_apply
+
+
 class Faults:
     """Decides which requests fail, and how."""
 
-    __slots__ = ("_count", "_rng", "_window", "settings", "table")
+    __slots__ = ("_count", "_rng", "_window", "injections", "settings", "table")
 
     def __init__(self, s: settings.EmulatorSettings) -> None:
         self.settings = s
@@ -42,6 +71,18 @@ class Faults:
         self._rng = random.Random(s.seed)
         self._window = 0.0
         self._count = 0
+        #: Faults promised to particular requests (tests), before any random draw.
+        self.injections: list[Injection] = []
+
+    def injected(self, method: str, path: str) -> Injection | None:
+        """The injection this request takes (counting it down), or None."""
+        for injection in self.injections:
+            if injection.method == method and path.endswith(injection.path_suffix):
+                injection.times -= 1
+                if injection.times <= 0:
+                    self.injections.remove(injection)
+                return injection
+        return None
 
     def configure(self, s: settings.EmulatorSettings) -> None:
         """New settings; a new seed restarts the draws."""
@@ -51,7 +92,8 @@ class Faults:
         self.table = s.fault_table()
 
     def reset(self) -> None:
-        """Restart the draws and the rate-limit window."""
+        """Restart the draws and the rate-limit window; forget injections."""
+        self.injections.clear()
         self._rng = random.Random(self.settings.seed)
         self._window = 0.0
         self._count = 0

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+import msgspec
 from aiohttp import web
 
 from orchestrator.emulator import core, faults, foundry_auth, replies, settings
@@ -104,15 +105,29 @@ async def _serve(engine: core.Engine, request: web.Request, handler: Handler) ->
         )
     request[_LIMITS] = engine.faults.limit_headers(time.monotonic())
     fs, table = _fault_settings(engine, request)
-    kind = engine.faults.draw(table) if table else None
+    injection = None
+    if engine.faults.injections:
+        injection = engine.faults.injected(request.method, request.path)
+    if injection is not None:
+        kind: settings.FaultKind | None = injection.kind
+        fs = msgspec.structs.replace(fs, fault_after_apply=injection.after_apply)
+    else:
+        kind = engine.faults.draw(table) if table else None
     if kind is None:
         return await handler(request)
     engine.counters.faults[kind] += 1
     logger.debug("injecting fault", extra={"fault": kind, "path": request.path})
+    post = request.method == "POST"
     if kind == "slow":
+        if post and fs.fault_after_apply:
+            # It takes effect now; its answer comes late (after a client timeout, say).
+            answer = await _answer(request, handler)
+            await asyncio.sleep(fs.slow_delay)
+            if answer is None:
+                raise faults.error_for("500", fs)
+            return answer
         await asyncio.sleep(fs.slow_delay)
         return await handler(request)
-    post = request.method == "POST"
     if kind == "malformed":
         if post and not fs.fault_after_apply:
             return faults.malformed(None)

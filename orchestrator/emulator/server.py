@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 from aiohttp import web
 
-from orchestrator.emulator import app, core, stats
+from orchestrator.emulator import app, core, faults, stats
 from orchestrator.emulator import settings as knobs
 
 __all__ = ["Emulator", "serve"]
@@ -50,6 +50,24 @@ class Emulator:
     def configure(self, **overrides: Any) -> None:
         """Change settings while running (``ConfigError`` for an unknown or invalid one)."""
         self._engine.configure(knobs.replace(self._engine.settings, **overrides))
+
+    def inject(
+        self,
+        kind: knobs.FaultKind,
+        *,
+        method: str = "POST",
+        path_suffix: str = "/runs",
+        times: int = 1,
+        after_apply: bool = True,
+    ) -> None:
+        """Give the next ``times`` requests of ``method`` whose path ends with ``path_suffix``
+        the fault ``kind`` (before any random draw); ``after_apply``: a POST takes effect
+        first and only its answer is lost (or late, for ``slow``)."""
+        self._engine.faults.injections.append(
+            faults.Injection(
+                kind, method=method, path_suffix=path_suffix, times=times, after_apply=after_apply
+            )
+        )
 
     def stats(self) -> stats.EmulatorStats:
         """Requests by route and status, runs by status, faults (as ``GET /_emulator/stats``)."""

@@ -41,10 +41,12 @@ class FaultSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     The response-fault probabilities (all but ``fault_stream_cut``) must add up to <= 1; a request
     gets at most one: 429 (``retry-after-ms``), 500, 503, 500 with ``x-should-retry: false``, a
     connection closed without an answer, a 200 carrying half its JSON body, or ``slow_delay``
-    before a normal answer. A stream is cut after 1-3 events with ``fault_stream_cut`` (a
-    separate draw). A faulted POST does not take effect, unless ``fault_after_apply``: then it
-    does and only its answer is lost. A run's ``emulator_faults`` metadata (JSON of these fields,
-    unset ones 0) replaces the global knobs for requests addressing that run and its streams.
+    before a normal answer. A stream is cut after 1-3 events with ``fault_stream_cut``, and one
+    of its first 1-3 events carries unreadable data with ``fault_stream_garble`` (separate
+    draws). A faulted POST does not take effect, unless ``fault_after_apply``: then it does and
+    only its answer is lost (or, for ``slow``, comes ``slow_delay`` late). A run's
+    ``emulator_faults`` metadata (JSON of these fields, unset ones 0) replaces the global knobs
+    for requests addressing that run and its streams.
     """
 
     fault_429: Annotated[Probability, Meta(description="P(429 with retry-after-ms)")] = 0.0
@@ -63,6 +65,9 @@ class FaultSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     fault_stream_cut: Annotated[
         Probability, Meta(description="P(an SSE stream is cut mid-way)")
     ] = 0.0
+    fault_stream_garble: Annotated[
+        Probability, Meta(description="P(an SSE event's data is unreadable)")
+    ] = 0.0
     slow_delay: Annotated[Seconds, Meta(description="delay of a slow response, s")] = 1.0
     retry_after_ms: Annotated[int, Meta(ge=0, description="retry-after-ms of an injected 429")] = (
         100
@@ -74,7 +79,7 @@ class FaultSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
     def __post_init__(self) -> None:
         # Meta constraints only apply when decoding; constructing checks here too.
-        for kind in (*FAULT_KINDS, "stream_cut"):
+        for kind in (*FAULT_KINDS, "stream_cut", "stream_garble"):
             p = getattr(self, f"fault_{kind}")
             if not 0.0 <= p <= 1.0:
                 raise errors.ConfigError(f"fault_{kind}: must be within 0..1, got {p!r}")

@@ -29,6 +29,14 @@ _HEADERS: Final = {
 }
 
 
+def _garbled(frame: bytes) -> bytes:
+    """The frame with its JSON data cut short: the event arrives, unreadable."""
+    head, sep, data = frame.partition(b"\ndata: ")
+    if not sep:
+        return frame
+    return head + sep + data[: max(1, len(data) // 2)].rstrip(b"\n") + b"\n\n"
+
+
 async def stream_run(
     request: web.Request, engine: core.Engine, rs: state.RunState, sink: list[bytes]
 ) -> web.StreamResponse:
@@ -37,6 +45,9 @@ async def stream_run(
     cut_after = engine.faults.draw_cut(fs.fault_stream_cut)
     if cut_after is not None:
         engine.counters.faults["stream_cut"] += 1
+    garble_at = engine.faults.draw_cut(fs.fault_stream_garble)
+    if garble_at is not None:
+        engine.counters.faults["stream_garble"] += 1
     rs.sink = sink
     wake = rs.wake = asyncio.Event()
     response = web.StreamResponse(headers=_HEADERS)
@@ -48,6 +59,8 @@ async def stream_run(
             engine.advance(rs, now)
             frames = sink[:]
             sink.clear()
+            if garble_at is not None and sent < garble_at <= sent + len(frames):
+                frames[garble_at - sent - 1] = _garbled(frames[garble_at - sent - 1])
             if cut_after is not None and sent + len(frames) >= cut_after:
                 await response.write(b"".join(frames[: max(0, cut_after - sent)]))
                 _cut(request)
