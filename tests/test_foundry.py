@@ -239,3 +239,28 @@ async def test_wait_mode_leaves_undecided_calls_pending() -> None:
     with pytest.raises(approvals.ApprovalPending) as info:
         await approver.decide(run, ledger=MemoryLedger(), emit=emit)
     assert [c.tool_call_id for c in info.value.calls] == ["c1"]
+
+
+@pytest.mark.parametrize("mode", ["poll", "stream"])
+@pytest.mark.parametrize("kind", ["drop", "500"])
+async def test_a_lost_answer_to_the_approval_submit_is_not_a_second_decision(
+    emu: Emulator, registry: tools.ToolRegistry, mode: str, kind: str
+) -> None:
+    """The decisions reached the server but the answer was lost: the retry reads the run, sees
+    the round taken, and neither decides nor submits again."""
+    rounds = [MCP_ROUNDS[2], {"message": "Done: {outputs}"}]
+    emu.inject(kind, path_suffix="/submit_tool_outputs")  # type: ignore[arg-type]
+    cfg = make_config(poll={"mode": mode})
+
+    result, seen, _ = await drive(emu, registry, cfg, rounds=rounds)
+
+    assert result.outcome == "completed"
+    assert "ran on github" in (result.reply or "")
+    decided = [(d.name, d.approve) for d in of(seen, events.ToolApprovalDecided)]
+    assert decided == [("search", True), ("delete_repo", False)]
+    stats = emu.stats()
+    submits = stats.count(contains="submit_tool_outputs")
+    refused = stats.count(contains="submit_tool_outputs", status=400)
+    assert stats.faults.get(kind) == 1  # the answer of the approval submit was lost
+    assert submits >= 1
+    assert refused == 0  # never sent again once it had landed
