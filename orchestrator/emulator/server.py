@@ -117,9 +117,10 @@ async def serve(settings: knobs.EmulatorSettings, host: str, port: int) -> None:
     """Serve until cancelled; the first log line gives the base URL."""
     async with Emulator(settings, host=host, port=port) as emu:
         logger.info(
-            "emulator listening on %s (Azure endpoint %s)",
+            "emulator listening on %s (Azure endpoint %s, Foundry project endpoint %s)",
             emu.base_url,
             emu.azure_endpoint,
+            emu.foundry_endpoint,
             extra={"base_url": emu.base_url},
         )
         await anyio.sleep_forever()
