@@ -22,9 +22,9 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check orchestrator handlers tests examples bench
-	$(BIN)/ruff format --check orchestrator handlers tests examples bench
-	$(BIN)/mypy --strict orchestrator
+	$(BIN)/ruff check orchestrator orchestrator_pytest.py handlers tests examples bench
+	$(BIN)/ruff format --check orchestrator orchestrator_pytest.py handlers tests examples bench
+	$(BIN)/mypy --strict orchestrator orchestrator_pytest.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -206,11 +206,15 @@ class ToolsConfig(_Section, frozen=True):
     include_traceback: bool = False
     #: Seconds kept free before ``expires_at`` for the submit itself.
     deadline_margin: float = 5.0
+    #: Timed-out sync tool threads (which run on, holding their slot) allowed at once in the
+    #: process; past it a sync call is refused with an ``unavailable`` error output.
+    max_abandoned_threads: int = 32
 
     def __post_init__(self) -> None:
         _positive(self.timeout, "tools.timeout")
         _positive(self.max_output_chars, "tools.max_output_chars")
         _positive(self.concurrency, "tools.concurrency")
+        _positive(self.max_abandoned_threads, "tools.max_abandoned_threads")
 
 
 class AllowRule(_Section, frozen=True):

@@ -4,12 +4,20 @@ Calls run concurrently in one task group under a capacity limiter. Each gets
 ``min(tool.timeout or tools.timeout, deadline - tools.deadline_margin - now)`` seconds once it
 holds a slot; waiting for a slot counts against the run's deadline only. A failure in one call
 (bad JSON, bad arguments, unknown tool, an exception, a timeout) becomes that call's error
-output and never disturbs the others. A timed-out sync tool is abandoned: its thread runs on,
-and a warning says so. Cancelling ``dispatch`` itself cancels every call and propagates.
+output and never disturbs the others; a ``CancelledError`` raised by a tool body itself is such
+a failure too, while cancelling ``dispatch`` itself cancels every call and propagates.
+
+Sync tools run on daemon threads (``tool_threads``). A timed-out one is abandoned: its thread
+runs on, keeping its concurrency slot until it returns, and a warning says so; past
+``tools.max_abandoned_threads`` such threads in the process, sync calls are refused. Outputs
+and error texts are made encodable (lone surrogates become U+FFFD) before anyone stores or
+sends them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import math
 import time
@@ -21,7 +29,7 @@ from typing import Any, Final
 import anyio
 import msgspec
 
-from orchestrator import config, errors, models, tools
+from orchestrator import config, errors, models, scrub, tool_threads, tools
 
 __all__ = ["ToolError", "ToolResult", "dispatch", "error_output"]
 
@@ -38,7 +46,7 @@ class ToolError(msgspec.Struct, frozen=True):
     """Why a call failed."""
 
     #: ``invalid_json`` | ``invalid_arguments`` | ``unknown_tool`` | ``tool_exception`` |
-    #: ``timeout`` | ``unsupported_call_type``
+    #: ``timeout`` | ``unavailable`` (too many abandoned threads) | ``unsupported_call_type``
     type: str
     message: str
 
@@ -113,9 +121,6 @@ async def dispatch(
         thread_id=thread_id,
         cutoff=None if deadline is None else deadline - settings.deadline_margin,
         limiter=limiter if limiter is not None else anyio.CapacityLimiter(settings.concurrency),
-        # never the bottleneck: ``limiter`` already caps threads in use; this one only replaces
-        # anyio's default thread limiter (40), which would otherwise cap large dispatches
-        thread_limiter=anyio.CapacityLimiter(len(calls)),
         attempt=attempt,
         attempts=attempts or {},
         guard=guard,
@@ -163,7 +168,6 @@ class _Job:
     #: Absolute Unix time by which every call must be over (deadline minus margin).
     cutoff: float | None
     limiter: anyio.CapacityLimiter
-    thread_limiter: anyio.CapacityLimiter
     attempt: int
     attempts: Mapping[str, int]
     guard: Callable[[], None] | None
@@ -190,12 +194,22 @@ class _Job:
         output: str,
         error: ToolError | None = None,
         *,
-        exc: Exception | None = None,
+        exc: BaseException | None = None,
         traceback_text: str | None = None,
     ) -> ToolResult:
         duration = time.perf_counter() - self.started
+        # what a tool or the model produced may hold lone surrogates (``os.fsdecode`` of an
+        # undecodable file name): the ledger, the logs and the submit all need UTF-8
+        call_id, name, output = (
+            scrub.surrogates(call_id),
+            scrub.surrogates(name),
+            scrub.surrogates(output),
+        )
         if error is not None:
-            error = ToolError(error.type, tools.truncate(error.message, MAX_ERROR_MESSAGE))
+            message = scrub.surrogates(tools.truncate(error.message, MAX_ERROR_MESSAGE))
+            error = ToolError(error.type, message)
+            if traceback_text is not None:
+                traceback_text = scrub.surrogates(traceback_text)
             output = error_output(error, traceback_text)
             level = logging.WARNING if error.type in ("tool_exception", "timeout") else logging.INFO
             logger.log(
@@ -239,11 +253,8 @@ class _Job:
             return self._result(call.id, function.name, "", ToolError("unknown_tool", message))
         try:
             values = tool.decode_arguments(function.arguments)
-        except msgspec.ValidationError as exc:
-            return self._result(call.id, tool.name, "", ToolError("invalid_arguments", str(exc)))
-        except msgspec.DecodeError as exc:
-            message = f"the arguments are not valid JSON: {exc}"
-            return self._result(call.id, tool.name, "", ToolError("invalid_json", message))
+        except Exception as exc:
+            return self._result(call.id, tool.name, "", _argument_error(exc), exc=exc)
         if self.cutoff is not None and self.cutoff <= time.time():
             return self._not_started(call.id, tool.name, "no time")
         return await self._invoke(call.id, tool, values)
@@ -253,8 +264,22 @@ class _Job:
     ) -> ToolResult:
         timeout = tool.timeout if tool.timeout is not None else self.settings.timeout
         budget = timeout
-        if not await self._acquire():
+        slot = object()  # this call's borrower: a thread that outlives the call releases it
+        if not await self._acquire(slot):
             return self._not_started(call_id, tool.name, "no free slot")
+        release = functools.partial(self.limiter.release_on_behalf_of, slot)
+        run_sync = None
+        if not tool.is_async:
+            cap = self.settings.max_abandoned_threads
+            if tool_threads.abandoned.count >= cap:
+                release()
+                message = (
+                    f"{cap} timed-out sync tool threads are still running "
+                    "(tools.max_abandoned_threads); the tool was not started"
+                )
+                return self._result(call_id, tool.name, "", ToolError("unavailable", message))
+            # from here the thread releases the slot when the body returns, however late
+            run_sync = functools.partial(tool_threads.run, release=release)
         try:
             now = time.time()
             if self.cutoff is not None:
@@ -273,8 +298,13 @@ class _Job:
             )
             with anyio.move_on_after(budget):
                 try:
-                    value = await tool.invoke(values, context, thread_limiter=self.thread_limiter)
+                    value = await tool.invoke(values, context, run_sync=run_sync)
                 except Exception as exc:
+                    return self._exception(call_id, tool.name, exc)
+                except asyncio.CancelledError as exc:
+                    if _cancelled_from_outside():
+                        raise  # the timeout above, or dispatch itself being cancelled
+                    # the tool's own (it awaited something its owner cancelled): a failure
                     return self._exception(call_id, tool.name, exc)
                 try:
                     output = tools.encode_output(value)
@@ -284,28 +314,29 @@ class _Job:
                     call_id, tool.name, tools.truncate(output, self.settings.max_output_chars)
                 )
         finally:
-            self.limiter.release()
+            if run_sync is None:
+                release()
         # reached only when the tool ran out of time
         bound = "its timeout" if budget == timeout else "the run's deadline"
         message = f"the tool did not finish within {budget:.3g} s ({bound})"
         if not tool.is_async:
             logger.warning(
-                "sync tool %s timed out; its thread is abandoned and runs on",
+                "sync tool %s timed out; its thread is abandoned and runs on, holding its slot",
                 tool.name,
                 extra=self._log(call_id, tool.name, action="abandon_thread"),
             )
         return self._result(call_id, tool.name, "", ToolError("timeout", message))
 
-    async def _acquire(self) -> bool:
+    async def _acquire(self, slot: object) -> bool:
         """A slot of the shared limiter, waited for no longer than the cutoff allows."""
         try:
-            self.limiter.acquire_nowait()  # the usual case: no timer, no extra loop turn
+            self.limiter.acquire_on_behalf_of_nowait(slot)  # usually: no timer, no loop turn
             return True
         except anyio.WouldBlock:
             pass
         wait = math.inf if self.cutoff is None else self.cutoff - time.time()
         with anyio.move_on_after(wait):
-            await self.limiter.acquire()
+            await self.limiter.acquire_on_behalf_of(slot)
             return True
         return False
 
@@ -313,7 +344,7 @@ class _Job:
         message = f"{what} was left before the run's deadline; the tool was not started"
         return self._result(call_id, name, "", ToolError("timeout", message))
 
-    def _exception(self, call_id: str, name: str, exc: Exception) -> ToolResult:
+    def _exception(self, call_id: str, name: str, exc: BaseException) -> ToolResult:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         trace = None
         if self.settings.include_traceback:
@@ -322,3 +353,27 @@ class _Job:
                 trace = "…" + trace[-MAX_TRACEBACK:]  # the innermost frames matter most
         error = ToolError("tool_exception", text)
         return self._result(call_id, name, "", error, exc=exc, traceback_text=trace)
+
+
+def _argument_error(exc: Exception) -> ToolError:
+    """The error output for arguments that did not decode, whatever the decoder raised."""
+    if isinstance(exc, msgspec.ValidationError):
+        return ToolError("invalid_arguments", str(exc))
+    if isinstance(exc, RecursionError):
+        return ToolError("invalid_arguments", "the arguments are nested too deeply")
+    if isinstance(exc, UnicodeError):
+        return ToolError("invalid_json", "the arguments are not valid UTF-8 text")
+    if isinstance(exc, msgspec.DecodeError):
+        return ToolError("invalid_json", f"the arguments are not valid JSON: {exc}")
+    # e.g. an argument Struct's own __post_init__ raising something unusual
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ToolError("invalid_arguments", text)
+
+
+def _cancelled_from_outside() -> bool:
+    """A ``CancelledError`` seen now is a real cancellation of this task, not a tool's own:
+    an enclosing cancel scope was cancelled, or someone called ``cancel()`` on the task."""
+    if anyio.current_effective_deadline() == -math.inf:
+        return True
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

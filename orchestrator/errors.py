@@ -31,6 +31,8 @@ and nothing else.
 
 from __future__ import annotations
 
+from orchestrator import scrub
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -68,7 +70,7 @@ class TransientError(OrchestratorError):
 
 
 class APIError(OrchestratorError):
-    """The API answered with an error status."""
+    """The API answered with an error status; key-shaped text in its fields is redacted."""
 
     def __init__(
         self,
@@ -81,12 +83,14 @@ class APIError(OrchestratorError):
         request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
+        # The server's words end up in logs and the store: a key it quotes back must not.
+        message = scrub.keys(scrub.surrogates(message))
         super().__init__(message)
         self.message = message
         self.status = status
-        self.type = type
-        self.code = code
-        self.param = param
+        self.type = _scrubbed(type)
+        self.code = _scrubbed(code)
+        self.param = _scrubbed(param)
         self.request_id = request_id
         #: Seconds the server asked us to wait, when it said so.
         self.retry_after = retry_after
@@ -100,6 +104,10 @@ class APIError(OrchestratorError):
             f"{type(self).__name__}(status={self.status}, type={self.type!r}, "
             f"code={self.code!r}, message={self.message!r}, request_id={self.request_id!r})"
         )
+
+
+def _scrubbed(text: str | None) -> str | None:
+    return None if text is None else scrub.keys(scrub.surrogates(text))
 
 
 class BadRequestError(APIError):

@@ -14,7 +14,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import msgspec
 
-from orchestrator import models
+from orchestrator import deltas, models
 
 __all__ = [
     "Event",
@@ -28,6 +28,7 @@ __all__ = [
     "ServerToolObserved",
     "StatusChanged",
     "StepCompleted",
+    "StepDelta",
     "StreamFallback",
     "Subscribers",
     "ToolApprovalDecided",
@@ -107,8 +108,21 @@ class StepCompleted(Event, frozen=True, kw_only=True, tag="step.completed"):
     step: models.RunStep
 
 
+class StepDelta(Event, frozen=True, kw_only=True, tag="step.delta"):
+    """A fragment of a run step as the model writes it (stream mode): a tool call's name and
+    arguments, code interpreter input and logs. Fragments of one call share its ``index``."""
+
+    step_id: str
+    delta: deltas.RunStepDeltaBody
+
+
 class MessageDelta(Event, frozen=True, kw_only=True, tag="message.delta"):
-    """A piece of the assistant's message text (stream mode)."""
+    """A piece of the assistant's message text, to forward to a user as it comes.
+
+    Stream mode: each fragment as the server sends it. Poll mode: each message whole, in one
+    event, before ``RunFinished``. Either way the pieces of one ``message_id``, joined, are its
+    text.
+    """
 
     message_id: str
     text: str
@@ -168,6 +182,7 @@ RunEvent: TypeAlias = (
     | ToolCallFinished
     | OutputsSubmitted
     | StepCompleted
+    | StepDelta
     | MessageDelta
     | StreamFallback
     | ToolApprovalDecided

@@ -2,21 +2,31 @@
 
 ``Metrics`` also serves as the client's ``RequestObserver`` and as an event handler, so the
 worker wires it in two places and nothing else knows about Prometheus.
+
+Label values never come from what the model or the server makes up, since each new value is
+a new time series kept for the process's life: a tool name the registry does not know (the
+model invents them) counts as ``unknown``, and so does a run status this code does not know.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from orchestrator import events
+from orchestrator import events, models
 
-__all__ = ["AVAILABLE", "Metrics"]
+__all__ = ["AVAILABLE", "UNKNOWN", "Metrics"]
 
 AVAILABLE = importlib.util.find_spec("prometheus_client") is not None
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+#: The one label value for every tool name or run status not known here.
+UNKNOWN: Final = "unknown"
+#: Dispatch errors under which the call's name is the model's, not a registered tool's.
+_NAME_NOT_REGISTERED: Final = frozenset({"unknown_tool", "unsupported_call_type"})
+_STATUSES: Final = frozenset(models.RunStatus)
 
 
 class Metrics:
@@ -96,12 +106,13 @@ class Metrics:
             return
         match event:
             case events.StatusChanged(current=status):
-                self.transitions.labels(status).inc()
+                self.transitions.labels(_known(status, _STATUSES)).inc()
             case events.ToolCallFinished(name=name, error_type=error, duration=seconds):
-                self.tool_calls.labels(name, error or "ok").inc()
-                self.tool_latency.labels(name).observe(seconds)
+                tool = UNKNOWN if error in _NAME_NOT_REGISTERED else name
+                self.tool_calls.labels(tool, error or "ok").inc()
+                self.tool_latency.labels(tool).observe(seconds)
             case events.RunFinished(outcome=outcome):
-                self.runs_finished.labels(outcome).inc()
+                self.runs_finished.labels(outcome).inc()  # our own small vocabulary
             case _:
                 pass
 
@@ -122,3 +133,7 @@ class Metrics:
         import prometheus_client as prom
 
         return prom.generate_latest(self.registry), prom.CONTENT_TYPE_LATEST
+
+
+def _known(value: str, known: frozenset[str]) -> str:
+    return value if value in known else UNKNOWN

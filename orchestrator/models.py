@@ -24,6 +24,7 @@ from msgspec import UNSET, Struct, UnsetType
 from orchestrator import errors
 
 __all__ = [
+    "DECODE_FAILURES",
     "Assistant",
     "CodeInterpreterCall",
     "CodeInterpreterOutput",
@@ -69,6 +70,7 @@ __all__ = [
     "TruncationStrategy",
     "Usage",
     "decode",
+    "describe",
     "encode",
 ]
 
@@ -329,8 +331,8 @@ class Run(Struct, kw_only=True):
             return []
         try:
             return _tools_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise errors.DecodeError(f"Run: {exc}".replace("`$", "`$.tools", 1)) from exc
+        except DECODE_FAILURES as exc:
+            raise errors.DecodeError(f"Run: {describe(exc)}".replace("`$", "`$.tools", 1)) from exc
 
     @property
     def known_status(self) -> RunStatus | None:
@@ -726,6 +728,11 @@ class ModifyRun(Struct, omit_defaults=True):
 
 S = TypeVar("S")
 
+#: What decoding hostile bytes can raise besides ``msgspec.DecodeError`` (a ``ValueError``):
+#: ``RecursionError`` for nesting too deep (even inside skipped or ``Raw`` fields) and
+#: ``UnicodeDecodeError`` (a ``ValueError``) for invalid UTF-8 inside a string.
+DECODE_FAILURES: Final = (ValueError, RecursionError)
+
 _encoder: Final = msgspec.json.Encoder()
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 _tools_decoder: Final = msgspec.json.Decoder(list[ToolDefinition])
@@ -745,11 +752,20 @@ def decoder(type_: type[S]) -> msgspec.json.Decoder[S]:
 
 
 def decode(data: bytes | str, type_: type[S]) -> S:
-    """Decode JSON into ``type_``; a bad payload raises ``DecodeError`` naming the path."""
+    """Decode JSON into ``type_``; any bad payload raises ``DecodeError`` naming the path."""
     try:
         return decoder(type_).decode(data)
-    except msgspec.DecodeError as exc:
-        raise errors.DecodeError(f"{type_.__name__}: {exc}") from exc
+    except DECODE_FAILURES as exc:
+        raise errors.DecodeError(f"{type_.__name__}: {describe(exc)}") from exc
+
+
+def describe(exc: BaseException) -> str:
+    """One line on why bytes did not decode (one of ``DECODE_FAILURES``), without the bytes."""
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(exc, UnicodeError):
+        return "the JSON text is not valid UTF-8"
+    return str(exc)
 
 
 def encode(obj: Any) -> bytes:

@@ -164,7 +164,8 @@ class Orchestrator:
         (``instructions``, ``model``, ``tools``, ``metadata``, ...).
         """
         body = _create_body(assistant_id, messages, params)
-        return await self.driver.create(thread_id, body, emit=self._emitter(handler))
+        with tracing.ending_spans():
+            return await self.driver.create(thread_id, body, emit=self._emitter(handler))
 
     async def create_thread_and_run(
         self,
@@ -180,7 +181,8 @@ class Orchestrator:
             body = models.CreateThreadAndRun(assistant_id=assistant_id, thread=thread, **params)
         except TypeError as exc:
             raise errors.OrchestratorError(f"create_thread_and_run: {exc}") from exc
-        return await self.driver.create_thread_and_run(body, emit=self._emitter(handler))
+        with tracing.ending_spans():
+            return await self.driver.create_thread_and_run(body, emit=self._emitter(handler))
 
     async def create_thread(
         self,
@@ -195,7 +197,8 @@ class Orchestrator:
         self, thread_id: str, run_id: str, *, handler: Handler | None = None
     ) -> driver_mod.RunResult:
         """Drive a run created elsewhere to its end."""
-        return await self.driver.adopt(thread_id, run_id, emit=self._emitter(handler))
+        with tracing.ending_spans():
+            return await self.driver.adopt(thread_id, run_id, emit=self._emitter(handler))
 
     async def cancel(self, thread_id: str, run_id: str) -> models.Run:
         """Ask the server to cancel a run."""
@@ -251,7 +254,7 @@ class RunStream:
                 await send.send(event)
 
         assert self._scope is not None
-        with self._scope, send:
+        with self._scope, send, tracing.ending_spans():
             try:
                 self.result = await self._orch.driver.create(self._thread_id, self._body, emit=emit)
             except Exception as exc:  # handed to the reader, re-raised there

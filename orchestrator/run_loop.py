@@ -146,6 +146,8 @@ class RunLoop:
         self.created: models.Run | None = None
         #: The run whose submitted rounds were read from the ledger.
         self.ledger_run: str | None = None
+        #: Message text already sent as MessageDelta events, by message id.
+        self.delta_texts: dict[str, str] = {}
         timeout = driver.settings.run.run_timeout
         self.started = time.time()
         if deadline is None and timeout is not None:
@@ -550,17 +552,19 @@ class RunLoop:
                     events.StepCompleted(run_id=step.run_id, thread_id=step.thread_id, step=step)
                 )
                 await approvals.report_server_tools(step, self.emit)
+            case streaming.StepDeltaEvent(delta=delta) if self.run_ is not None:
+                await self.emit(
+                    events.StepDelta(
+                        run_id=self.run_.id,
+                        thread_id=self.run_.thread_id,
+                        step_id=delta.id,
+                        delta=delta.delta,
+                    )
+                )
             case streaming.MessageDeltaEvent():
                 text = streaming.delta_text(event.delta)
                 if text and self.run_ is not None:
-                    await self.emit(
-                        events.MessageDelta(
-                            run_id=self.run_.id,
-                            thread_id=self.run_.thread_id,
-                            message_id=event.delta.id,
-                            text=text,
-                        )
-                    )
+                    await self._message_delta(self.run_, event.delta.id, text)
             case streaming.MessageEvent(event="thread.message.completed", message=message):
                 if message.role == "assistant":
                     self.reply = (self.reply + "\n" if self.reply else "") + message.text
@@ -801,7 +805,21 @@ class RunLoop:
             )
             return None
         texts = [m.text for m in page.data if m.role == "assistant" and m.text]
+        for message in page.data:
+            if message.role == "assistant" and message.text:
+                # poll mode: the whole message; after a stream cut: what the stream did not show
+                sent = self.delta_texts.get(message.id, "")
+                if message.text.startswith(sent) and len(message.text) > len(sent):
+                    await self._message_delta(run, message.id, message.text[len(sent) :])
         return "\n".join(texts) if texts else None
+
+    async def _message_delta(self, run: models.Run, message_id: str, text: str) -> None:
+        self.delta_texts[message_id] = self.delta_texts.get(message_id, "") + text
+        await self.emit(
+            events.MessageDelta(
+                run_id=run.id, thread_id=run.thread_id, message_id=message_id, text=text
+            )
+        )
 
 
 def _next_poll(poll: config.PollConfig, interval: float, hint_ms: int | None) -> float:

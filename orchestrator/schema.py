@@ -14,15 +14,15 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, Union
 
 import msgspec
 
-from orchestrator import errors, schema_rewrite
+from orchestrator import errors, pydantic_types, schema_rewrite
 
-__all__ = ["Arguments", "build"]
+__all__ = ["Arguments", "build", "unwrap_partial"]
 
 _EMPTY: Final = inspect.Parameter.empty
 
@@ -86,7 +86,7 @@ def build(
     except (TypeError, ValueError) as exc:
         raise errors.ToolDefinitionError(f"{where}: cannot read its signature: {exc}") from exc
     try:
-        hints = typing.get_type_hints(fn, include_extras=True)
+        hints = typing.get_type_hints(unwrap_partial(fn), include_extras=True)
     except Exception as exc:
         raise errors.ToolDefinitionError(
             f"{where}: cannot resolve its type hints ({type(exc).__name__}: {exc}); "
@@ -126,6 +126,8 @@ def build(
             fields.append((param.name, hint | None, None))
         else:
             fields.append((param.name, hint, _default(param.default)))
+    if "return" in hints:
+        _check_return(hints["return"], where)
 
     args_type = msgspec.defstruct(
         f"{tool_name}_arguments",
@@ -135,7 +137,9 @@ def build(
         module=getattr(fn, "__module__", None),
     )
     try:
-        raw = msgspec.json.schema_components([args_type], ref_template="#/$defs/{name}")[1]
+        raw = msgspec.json.schema_components(
+            [args_type], ref_template="#/$defs/{name}", schema_hook=pydantic_types.schema_hook
+        )[1]
     except (TypeError, ValueError) as exc:
         raise errors.ToolDefinitionError(
             f"{where}: no JSON Schema for its arguments: {exc}"
@@ -155,7 +159,7 @@ def build(
         positional_only=frozenset(positional_only),
         context=context,
         null_defaults=null_defaults,
-        decoder=msgspec.json.Decoder(args_type),
+        decoder=msgspec.json.Decoder(args_type, dec_hook=pydantic_types.dec_hook),
     )
 
 
@@ -206,10 +210,36 @@ def _accepts_none(hint: Any) -> bool:
 def _check_type(hint: Any, what: str) -> None:
     """Fail at decoration, naming the parameter, for a type msgspec cannot handle."""
     try:
-        msgspec.json.Decoder(hint)
-        msgspec.json.schema(hint)
+        msgspec.json.Decoder(hint, dec_hook=pydantic_types.dec_hook)
+        msgspec.json.schema(hint, schema_hook=pydantic_types.schema_hook)
     except (TypeError, ValueError) as exc:
         raise errors.ToolDefinitionError(f"{what}: unsupported type {hint!r}: {exc}") from exc
+
+
+_ANY_RESULT: Final = (None, type(None), Any, object, typing.NoReturn, typing.Never)
+_AWAITABLES: Final = (Awaitable, Coroutine)
+
+
+def _check_return(hint: Any, where: str) -> None:
+    """Fail at decoration for a return annotation whose values could not be sent as JSON."""
+    hint = _strip_annotated(hint)
+    if hint in _ANY_RESULT or typing.get_origin(hint) in _AWAITABLES:
+        return  # nothing to check before the call (a sync wrapper's awaitable: at run time)
+    try:
+        msgspec.json.schema(hint, schema_hook=pydantic_types.schema_hook)
+    except (TypeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[-1]
+        raise errors.ToolDefinitionError(
+            f"{where}: its return type {hint!r} cannot be encoded as the output ({reason}); "
+            "return str, None, or a type msgspec encodes (Struct, dataclass, dict, list...)"
+        ) from exc
+
+
+def unwrap_partial(fn: Any) -> Any:
+    """The function under ``functools.partial`` layers: it holds the type hints."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn
 
 
 def _default(value: Any) -> Any:

@@ -1,5 +1,7 @@
 """Server-sent events of a streamed run: SSE framing, event payload structs, decoding.
 
+The delta payloads live in ``orchestrator.deltas`` (re-exported here).
+
 ``SSEDecoder`` turns raw bytes (split anywhere) into ``SSEMessage`` frames; one table maps each
 event name to the struct its ``data`` decodes into; ``EventStream`` reads an aiohttp response
 and yields ``ServerEvent`` values until ``done``. An ``error`` event raises ``StreamError``; a
@@ -17,130 +19,48 @@ import msgspec
 from msgspec import Struct
 
 from orchestrator import errors, models, transport
+from orchestrator.deltas import (
+    CodeInterpreterDelta,
+    CodeInterpreterOutputDelta,
+    FunctionDelta,
+    MessageContentDelta,
+    MessageDelta,
+    MessageDeltaBody,
+    RunStepDelta,
+    RunStepDeltaBody,
+    StepDetailsDelta,
+    TextDelta,
+    ToolCallDelta,
+    delta_text,
+)
 
 __all__ = [
     "EVENT_TYPES",
+    "CodeInterpreterDelta",
+    "CodeInterpreterOutputDelta",
     "EventStream",
+    "FunctionDelta",
+    "MessageContentDelta",
     "MessageDelta",
+    "MessageDeltaBody",
     "MessageDeltaEvent",
     "MessageEvent",
     "RunEvent",
     "RunStepDelta",
+    "RunStepDeltaBody",
     "SSEDecoder",
     "SSEMessage",
     "ServerEvent",
     "StepDeltaEvent",
+    "StepDetailsDelta",
     "StepEvent",
+    "TextDelta",
     "ThreadEvent",
+    "ToolCallDelta",
     "UnknownEvent",
     "decode_event",
     "delta_text",
 ]
-
-# --- delta payloads (WIRE.md 2.4 and 5.2) ---------------------------------------------------
-
-
-class FunctionDelta(Struct, omit_defaults=True):
-    """A fragment of a function call; ``arguments`` fragments concatenate per ``index``."""
-
-    name: str | None = None
-    arguments: str | None = None
-    output: str | None = None
-
-
-class CodeInterpreterOutputDelta(Struct, omit_defaults=True):
-    """A fragment of a code-interpreter output (``logs`` or ``image``)."""
-
-    type: str
-    index: int = 0
-    logs: str | None = None
-    image: models.ImageFile | None = None
-
-
-class CodeInterpreterDelta(Struct, omit_defaults=True):
-    """A fragment of a code-interpreter call."""
-
-    input: str | None = None
-    outputs: list[CodeInterpreterOutputDelta] | None = None
-
-
-class ToolCallDelta(Struct, omit_defaults=True):
-    """A fragment of the tool call at position ``index`` of the step's ``tool_calls``."""
-
-    type: str
-    index: int = 0
-    id: str | None = None
-    function: FunctionDelta | None = None
-    code_interpreter: CodeInterpreterDelta | None = None
-    file_search: dict[str, Any] | None = None
-    retrieval: dict[str, Any] | None = None
-
-
-class StepDetailsDelta(Struct, omit_defaults=True):
-    """``delta.step_details``: ``message_creation`` or ``tool_calls`` (or unknown)."""
-
-    type: str
-    message_creation: models.MessageCreation | None = None
-    tool_calls: list[ToolCallDelta] | None = None
-
-
-class RunStepDeltaBody(Struct, omit_defaults=True):
-    """What changed in a step."""
-
-    step_details: StepDetailsDelta | None = None
-
-
-class RunStepDelta(Struct, kw_only=True):
-    """``thread.run.step.delta`` payload."""
-
-    id: str
-    object: str = "thread.run.step.delta"
-    delta: RunStepDeltaBody = msgspec.field(default_factory=RunStepDeltaBody)
-
-
-class TextDelta(Struct, omit_defaults=True):
-    """A fragment of message text."""
-
-    value: str | None = None
-    annotations: list[Any] | None = None
-
-
-class MessageContentDelta(Struct, omit_defaults=True):
-    """A fragment of content part ``index`` (``text``, ``image_file``, ``image_url``, ...)."""
-
-    type: str
-    index: int = 0
-    text: TextDelta | None = None
-    refusal: str | None = None
-    image_file: dict[str, Any] | None = None
-    image_url: dict[str, Any] | None = None
-
-
-class MessageDeltaBody(Struct, omit_defaults=True):
-    """What changed in a message."""
-
-    role: str | None = None
-    content: list[MessageContentDelta] | None = None
-
-
-class MessageDelta(Struct, kw_only=True):
-    """``thread.message.delta`` payload."""
-
-    id: str
-    object: str = "thread.message.delta"
-    delta: MessageDeltaBody = msgspec.field(default_factory=MessageDeltaBody)
-
-    @property
-    def text(self) -> str:
-        """The text fragments of this delta joined."""
-        return delta_text(self)
-
-
-def delta_text(delta: MessageDelta) -> str:
-    """The text fragments of a message delta joined ("" when it carries none)."""
-    parts = delta.delta.content or ()
-    return "".join(p.text.value or "" for p in parts if p.text is not None)
-
 
 # --- events ----------------------------------------------------------------------------------
 
@@ -240,7 +160,7 @@ def _stream_error(data: bytes, status: int, request_id: str | None) -> errors.St
     try:
         raw = _ERROR_DECODER.decode(data)
         body = raw.error or models.ErrorBody(raw.message, raw.type, raw.param, raw.code)
-    except msgspec.DecodeError:
+    except models.DECODE_FAILURES:
         body = models.ErrorBody(transport.excerpt(data))
     return errors.StreamError(
         body.message or "error event without a message",
@@ -271,8 +191,8 @@ def decode_event(
     decoder, make = entry
     try:
         return make(name, decoder.decode(data))
-    except msgspec.DecodeError as exc:
-        raise errors.DecodeError(f"{name} event: {exc}") from exc
+    except models.DECODE_FAILURES as exc:
+        raise errors.DecodeError(f"{name} event: {models.describe(exc)}") from exc
 
 
 # --- SSE framing -----------------------------------------------------------------------------
@@ -290,29 +210,46 @@ class SSEDecoder:
 
     Lines end in LF, CRLF or CR; multi-line ``data`` joins with LF; ``:`` comments, ``id`` and
     ``retry`` are ignored; a blank line dispatches; a frame without data is dropped.
+
+    Each byte is searched for line ends once, when its chunk arrives: the unfinished last line
+    is kept as a list of pieces and joined once it ends, so a 4 MiB event costs linear time
+    whatever the chunk sizes (``scanned`` counts the bytes searched).
     """
 
-    __slots__ = ("_buffer", "_data", "_event", "_skip_lf", "_started")
+    __slots__ = ("_data", "_event", "_pending", "_skip_lf", "_started", "scanned")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._pending: list[bytes] = []  # pieces of the line not ended yet
         self._skip_lf = False  # the last chunk ended in CR: a leading LF is its pair
         self._started = False
         self._event: str | None = None
         self._data: list[bytes] = []
+        #: Bytes searched for line ends so far: at most twice the bytes fed.
+        self.scanned = 0
 
     def feed(self, chunk: bytes) -> list[SSEMessage]:
         """Parse a chunk; return the frames it completed."""
         if self._skip_lf and chunk:
             self._skip_lf = False
             chunk = chunk.removeprefix(b"\n")
-        text = self._buffer + chunk
-        if not text:
+        if not chunk:
             return []
-        self._skip_lf = text.endswith(b"\r")
-        lines = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        self._buffer = lines.pop()
-        if lines and not self._started:
+        self.scanned += len(chunk)  # the search for the last line end
+        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+        if end < 0:  # no line ends here: one more piece of the pending line
+            self._pending.append(chunk)
+            return []
+        self._skip_lf = end == len(chunk) - 1 and chunk[end] == 0x0D
+        head, rest = chunk[: end + 1], chunk[end + 1 :]
+        if self._pending:
+            self._pending.append(head)
+            head = b"".join(self._pending)
+        self._pending = [rest] if rest else []
+        self.scanned += len(head)  # the split into lines: each byte once, when its line ends
+        # only ``head`` is split; it ends in a line end, so the last piece is always empty
+        lines = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        lines.pop()
+        if not self._started:
             self._started = True
             lines[0] = lines[0].removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM may open the stream
         out: list[SSEMessage] = []

@@ -8,7 +8,10 @@ fails at decoration time, naming function and parameter, for anything the model 
 Extra argument keys the model invents are ignored for ordinary tools and rejected as invalid
 arguments for ``strict`` tools. ``None`` returns the empty output; a ``str`` is sent as is;
 anything else msgspec can encode (Structs, dataclasses, dicts, lists, datetimes, UUIDs,
-enums...) is sent as JSON.
+enums..., and pydantic models when pydantic is installed) is sent as JSON; a return annotation
+that could not be is refused at decoration. Registering a function again under its name (a
+module reloaded, a notebook cell run twice: same module and qualified name) replaces it; a
+``functools.partial`` needs ``name=``.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar, overload
 
 import anyio
 import msgspec
 
-from orchestrator import docstrings, errors, models, schema
+from orchestrator import docstrings, errors, models, pydantic_types, schema
 
 __all__ = [
     "NAME_PATTERN",
@@ -51,7 +54,7 @@ R = TypeVar("R")
 OnError = Literal["output", "raise"]
 #: Function names the API accepts.
 NAME_PATTERN: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-_encoder: Final = msgspec.json.Encoder()
+_encoder: Final = msgspec.json.Encoder(enc_hook=pydantic_types.enc_hook)
 
 
 class ToolContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,6 +106,10 @@ class Tool(Generic[P, R]):
         functools.update_wrapper(self, fn)
         self.fn = fn
         qualname = _qualname(fn)
+        if name is None and isinstance(fn, functools.partial):
+            raise errors.ToolDefinitionError(
+                f"{qualname}: a functools.partial has no name of its own; pass name="
+            )
         self.name = name if name is not None else getattr(fn, "__name__", "")
         if not NAME_PATTERN.fullmatch(self.name):
             raise errors.ToolDefinitionError(
@@ -116,7 +123,7 @@ class Tool(Generic[P, R]):
             )
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             raise errors.ToolDefinitionError(f"{qualname}: generators cannot be tools")
-        doc = docstrings.parse(inspect.getdoc(fn))
+        doc = docstrings.parse(inspect.getdoc(schema.unwrap_partial(fn)))
         self.description = description or doc.description or None
         self.strict = strict
         self.timeout = timeout
@@ -162,21 +169,22 @@ class Tool(Generic[P, R]):
         values: msgspec.Struct,
         context: ToolContext,
         *,
-        thread_limiter: anyio.CapacityLimiter | None = None,
+        run_sync: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
     ) -> Any:
         """Run the function with decoded arguments: awaited, or in a worker thread if sync.
 
         A sync function is abandoned when the call is cancelled: its thread runs on.
+        ``run_sync`` runs a sync body (default: an anyio worker thread).
         """
         args, kwargs = self.arguments.bind(values, context)
         fn: Callable[..., Any] = self.fn
         if self.is_async:
             return await fn(*args, **kwargs)
-        result = await anyio.to_thread.run_sync(
-            functools.partial(fn, *args, **kwargs),
-            abandon_on_cancel=True,
-            limiter=thread_limiter,
-        )
+        body = functools.partial(fn, *args, **kwargs)
+        if run_sync is not None:
+            result = await run_sync(body)
+        else:
+            result = await anyio.to_thread.run_sync(body, abandon_on_cancel=True)
         if inspect.isawaitable(result):  # a sync wrapper handing back a coroutine
             return await result
         return result
@@ -257,7 +265,12 @@ class ToolRegistry:
                 on_error=on_error,
             )
         existing = self._tools.get(new.name)
-        if existing is not None and existing is not new:
+        if existing is None or existing is new:
+            pass
+        elif _qualname(existing.fn) == _qualname(new.fn):
+            # the same function defined again (module reload, a notebook cell run twice)
+            logger.debug("tool %r replaced by its new definition", new.name)
+        else:
             raise errors.ToolDefinitionError(
                 f"tool name {new.name!r} is registered twice: by {_qualname(existing.fn)} "
                 f"and by {_qualname(new.fn)}; pass name= to tell them apart"
@@ -372,4 +385,6 @@ def _is_async(fn: Any) -> bool:
 
 
 def _qualname(fn: Callable[..., Any]) -> str:
+    if isinstance(fn, functools.partial):
+        return f"functools.partial({_qualname(fn.func)})"
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

@@ -4,22 +4,52 @@ Without ``opentelemetry-api`` installed nothing is registered and nothing is pai
 run is a span (``assistants.run``) carrying its status transitions as span events, and each tool
 call a child span (``tool <name>``) timed from the call's own measured duration. Spans go to
 whatever tracer provider the application configured (the API's no-op one by default).
+
+A run's span ends at ``RunFinished``; a drive that ends by an exception or a cancellation sends
+no such event, so the ``Orchestrator`` drives each run inside ``ending_spans()``, which ends
+(as errors) the spans of the runs started within it that are still open when it exits that way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from orchestrator import events
 
-__all__ = ["AVAILABLE", "SpanRecorder"]
+__all__ = ["AVAILABLE", "SpanRecorder", "ending_spans"]
 
 AVAILABLE = importlib.util.find_spec("opentelemetry") is not None
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
+
+
+#: The runs whose spans were started inside the innermost ``ending_spans()`` block.
+_started: contextvars.ContextVar[list[tuple[SpanRecorder, str]] | None] = contextvars.ContextVar(
+    "orchestrator_tracing_started", default=None
+)
+
+
+@contextlib.contextmanager
+def ending_spans() -> Iterator[None]:
+    """End the spans of runs started in this block if it exits by an exception or cancellation."""
+    started: list[tuple[SpanRecorder, str]] = []
+    token = _started.set(started)
+    try:
+        yield
+    except BaseException as exc:
+        for recorder, run_id in started:
+            recorder.abort(run_id, exc)
+        raise
+    finally:
+        _started.reset(token)
 
 
 class SpanRecorder:
@@ -45,6 +75,8 @@ class SpanRecorder:
                         "assistants.adopted": isinstance(event, events.RunAdopted),
                     },
                 )
+                if (started := _started.get()) is not None:
+                    started.append((self, run.id))
             case events.StatusChanged(run_id=run_id, previous=previous, current=current):
                 if (span := self._runs.get(run_id)) is not None:
                     span.add_event("status", {"previous": previous or "", "current": current})
@@ -61,6 +93,19 @@ class SpanRecorder:
                     span.end()
             case _:
                 pass
+
+    def abort(self, run_id: str, exc: BaseException) -> None:
+        """End the span of a run whose drive stopped with ``exc`` (no-op if already ended)."""
+        span = self._runs.pop(run_id, None)
+        if span is None:
+            return
+        cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+        outcome = "cancelled" if cancelled else "error"
+        span.set_attribute("assistants.outcome", outcome)
+        if not cancelled:
+            span.record_exception(exc)
+        span.set_status(self._trace.StatusCode.ERROR, f"{outcome}: {type(exc).__name__}")
+        span.end()
 
     def _tool_span(self, event: events.ToolCallFinished) -> None:
         parent = self._runs.get(event.run_id)

@@ -26,6 +26,7 @@ __all__ = [
     "Transport",
     "api_error",
     "connection_error",
+    "decode_body",
     "excerpt",
     "list_query",
     "segment",
@@ -104,14 +105,28 @@ def excerpt(payload: bytes) -> str:
 
 
 def _error_body(payload: bytes) -> models.ErrorBody | None:
+    """The error object of an error answer; None when the body holds none we can read."""
     try:
         body = models.decoder(models.ErrorResponse).decode(payload).error
-    except msgspec.DecodeError:
+    except models.DECODE_FAILURES:
         try:  # some servers send the bare Error object
             body = models.decoder(models.ErrorBody).decode(payload)
-        except msgspec.DecodeError:
+        except models.DECODE_FAILURES:
             return None
     return body if body.message else None
+
+
+def decode_body(
+    payload: bytes, type_: type[T], *, endpoint: str, request_id: str | None = None
+) -> T:
+    """A 2xx body decoded into ``type_``; ``DecodeError`` (its cause the decoder's own error)
+    for any body that does not decode, however hostile."""
+    try:
+        return models.decoder(type_).decode(payload)
+    except models.DECODE_FAILURES as exc:
+        rid = f" (request {request_id})" if request_id else ""
+        why = models.describe(exc)
+        raise errors.DecodeError(f"{endpoint}{rid}: {type_.__name__}: {why}") from exc
 
 
 def api_error(status: int, headers: Mapping[str, str], payload: bytes) -> errors.APIError:
@@ -345,17 +360,18 @@ class Transport:
                 )
             request_id = resp.headers.get("x-request-id")
             try:
-                data = models.decoder(type_).decode(payload)
-            except msgspec.DecodeError as exc:
-                rid = f" (request {request_id})" if request_id else ""
-                error = errors.DecodeError(f"{endpoint}{rid}: {type_.__name__}: {exc}")
-                error.__cause__ = exc
-                if method == "GET" and not isinstance(exc, msgspec.ValidationError):
+                data = decode_body(payload, type_, endpoint=endpoint, request_id=request_id)
+            except errors.DecodeError as error:
+                cause = error.__cause__
+                cut_short = isinstance(cause, msgspec.DecodeError) and not isinstance(
+                    cause, msgspec.ValidationError
+                )
+                if method == "GET" and cut_short:
                     # A body cut short on the way is worth reading again; a POST is not
                     # repeated for it (the server has acted on it), nor a body of the wrong
-                    # shape (it would come back the same).
-                    raise retrying.Retryable(error) from exc
-                raise error from exc
+                    # shape, nesting or encoding (it would come back the same).
+                    raise retrying.Retryable(error) from cause
+                raise
             return Response(data, resp.status, request_id, _poll_after_ms(resp.headers))
 
         if not retry:

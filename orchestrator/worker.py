@@ -316,9 +316,12 @@ class Worker:
         finally:
             if self.metrics.enabled:
                 self.metrics.runs_in_flight.dec()
-            if entry.scope.cancelled_caught and not entry.released:
-                if self.aborted:
-                    await self._note(job, "aborted by a second stop request")
+            if not entry.released and self.aborted:
+                # Not handed back: tools may still run in abandoned threads.
+                await self._note(
+                    job, "aborted by a second stop request; resumed when the lease lapses"
+                )
+            elif entry.scope.cancelled_caught and not entry.released:
                 await self._release(entry)
             entry.round_done.set()
             self._in_flight.pop(job.id, None)

@@ -5,9 +5,11 @@ timing; a call that would wait forever if run serially fails on a bounded wait i
 hanging the suite.
 """
 
+import asyncio
 import functools
 import json
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -597,3 +599,127 @@ def test_results_are_structs() -> None:
     assert decoded.ok
     error = dispatch.ToolError("timeout", "late")
     assert dispatch.error_output(error) == '{"error":{"type":"timeout","message":"late"}}'
+
+
+# --- hostile input (issue 15 items 1 and 3, issue 10 defect 8) --------------------------------
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        # nested far beyond the recursion limit, under a key the tool ignores
+        '{"text": "a", "ignored": ' + "[" * 5_000 + "]" * 5_000 + "}",
+        '{"ignored": ' + '{"a": ' * 5_000 + "1" + "}" * 5_000 + ', "text": "a"}',
+    ],
+)
+async def test_deeply_nested_arguments_are_an_invalid_arguments_output(arguments: str) -> None:
+    registry = tools.ToolRegistry()
+
+    @registry.tool
+    def echo(text: str) -> str:
+        return text
+
+    [result, fine] = await run(
+        [call("echo", arguments, "c_deep"), call("echo", '{"text": "ok"}', "c_ok")], registry
+    )
+    assert error_of(result)["type"] == "invalid_arguments"
+    assert "nested too deeply" in result.output
+    assert fine.output == "ok"
+
+
+async def test_a_tool_raising_cancelled_error_itself_is_an_error_output() -> None:
+    registry = tools.ToolRegistry()
+    siblings_done = 0
+
+    @registry.tool
+    async def awaits_a_cancelled_future() -> str:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()  # its owner cancelled it
+        await future
+        return "unreachable"
+
+    @registry.tool
+    def raises_it_in_a_thread() -> str:
+        raise asyncio.CancelledError
+
+    @registry.tool
+    async def sibling() -> str:
+        nonlocal siblings_done
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        siblings_done += 1
+        return "fine"
+
+    calls = [
+        call("awaits_a_cancelled_future"),
+        call("sibling", call_id="s1"),
+        call("raises_it_in_a_thread"),
+        call("sibling", call_id="s2"),
+    ]
+    with anyio.fail_after(PATIENCE):
+        results = await run(calls, registry)
+    assert [r.tool_call_id for r in results] == [c.id for c in calls]  # one result per call
+    assert error_of(results[0])["type"] == "tool_exception"
+    assert "CancelledError" in results[0].output
+    assert error_of(results[2])["type"] == "tool_exception"
+    assert [results[1].output, results[3].output] == ["fine", "fine"]
+    assert siblings_done == 2
+
+
+async def test_a_real_cancellation_still_propagates_through_a_sync_call() -> None:
+    registry = tools.ToolRegistry()
+    started = threading.Event()
+    release = threading.Event()
+
+    @registry.tool
+    def blocking() -> str:
+        started.set()
+        release.wait(PATIENCE)
+        return "late"
+
+    returned = False
+
+    async def caller() -> None:
+        nonlocal returned
+        await run([call("blocking")], registry)
+        returned = True
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            assert await anyio.to_thread.run_sync(started.wait, PATIENCE)
+            tg.cancel_scope.cancel()
+    finally:
+        release.set()
+    assert not returned
+
+
+async def test_outputs_with_lone_surrogates_are_made_encodable() -> None:
+    registry = tools.ToolRegistry()
+    name = os.fsdecode(b"report-\xff.txt")  # what listing a directory of foreign names gives
+    assert "\udcff" in name
+
+    @registry.tool
+    def list_files() -> str:
+        return name
+
+    @registry.tool
+    async def open_file() -> str:
+        raise FileNotFoundError(f"no such file: {name}")
+
+    settings = msgspec.structs.replace(SETTINGS, include_traceback=True)
+    results = await run([call("list_files"), call("open_file")], registry, settings)
+    ok, failed = results
+    assert ok.output == "report-\ufffd.txt"
+    assert "report-\ufffd.txt" in error_of(failed)["message"]
+    assert "\ufffd" in error_of(failed)["traceback"]
+    # what the ledger stores and what the submit sends both encode
+    msgspec.json.encode(results)
+    body = models.SubmitToolOutputs(tool_outputs=[r.to_output() for r in results])
+    assert json.loads(models.encode(body))["tool_outputs"][0]["output"] == "report-\ufffd.txt"
+
+
+async def test_an_unknown_tool_name_with_lone_surrogates_is_encodable() -> None:
+    results = await run([call("\ud800tool")], tools.ToolRegistry())
+    assert error_of(results[0])["type"] == "unknown_tool"
+    msgspec.json.encode(results)

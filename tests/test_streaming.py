@@ -70,6 +70,21 @@ def test_byte_by_byte() -> None:
     assert frames(*(STREAM[i : i + 1] for i in range(len(STREAM)))) == EXPECTED
 
 
+@pytest.mark.parametrize("chunk_size", [1_000, 4_096, 65_536])
+def test_a_4_mib_event_is_scanned_in_linear_time(chunk_size: int) -> None:
+    # Counted, not timed: each byte is searched for line ends once when it arrives and once
+    # when its line ends, whatever the chunking (the old decoder rescanned the whole pending
+    # line on every chunk: ~2 GiB of scanning for this event in 4 KiB chunks).
+    value = b"x" * (4 * 1024 * 1024)
+    stream = b"event: thread.message.delta\ndata: " + value + b"\n\n"
+    decoder = streaming.SSEDecoder()
+    out: list[streaming.SSEMessage] = []
+    for start in range(0, len(stream), chunk_size):
+        out += decoder.feed(stream[start : start + chunk_size])
+    assert out == [streaming.SSEMessage("thread.message.delta", value)]
+    assert decoder.scanned <= 2 * len(stream)
+
+
 def test_unterminated_last_frame_is_not_dispatched() -> None:
     assert frames(b"event: a\ndata: 1\n\nevent: b\ndata: 2\n") == [("a", b"1")]
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
+import anyio
 import msgspec
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from orchestrator import config, tools, tracing
+from orchestrator import config, errors, tools, tracing
 from orchestrator import orchestrator as orch_mod
 from orchestrator.client import AssistantsClient
 from orchestrator.emulator import Emulator
@@ -71,3 +73,96 @@ async def test_run_and_tool_spans(client: AssistantsClient) -> None:
         assert span.start_time is not None
         assert span.end_time is not None
         assert span.start_time <= span.end_time
+
+
+# --- runs that end by an exception or a cancellation (issue 10, defect 10) ---------------------
+
+
+def recorder_and_exporter() -> tuple[tracing.SpanRecorder, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return tracing.SpanRecorder(tracer_provider=provider), exporter
+
+
+FAST = msgspec.convert(
+    {"poll": {"initial_interval": 0.01, "max_interval": 0.02}, "retry": {"attempts": 1}},
+    config.Config,
+)
+
+
+async def test_the_span_of_a_run_ending_by_an_exception_is_ended() -> None:
+    registry = tools.ToolRegistry()
+    recorder, exporter = recorder_and_exporter()
+    async with Emulator(queue_delay=0.01, think_delay=0.01) as emu:
+
+        @registry.tool
+        async def breaks_the_server() -> str:
+            """Makes every later request fail."""
+            emu.configure(fault_no_retry=1.0)
+            return "ok"
+
+        api = config.ApiConfig(base_url=emu.base_url)
+        async with AssistantsClient(api, api_key="k") as c:
+            assistant = await c.create_assistant(model="m", tools=registry.definitions())
+            thread = await c.create_thread()
+            async with orch_mod.Orchestrator(
+                FAST, registry=registry, client=c, handler=recorder.observe
+            ) as orch:
+                with pytest.raises(errors.APIError):
+                    await orch.run(thread_id=thread.id, assistant_id=assistant.id)
+    [run_span] = [s for s in exporter.get_finished_spans() if s.name == "assistants.run"]
+    assert run_span.status.status_code.name == "ERROR"
+    assert run_span.attributes is not None
+    assert run_span.attributes["assistants.outcome"] == "error"
+    assert [e.name for e in run_span.events if e.name == "exception"] == ["exception"]
+    assert recorder._runs == {}  # nothing left open
+
+
+async def test_the_span_of_a_cancelled_run_is_ended(client: AssistantsClient) -> None:
+    registry = tools.ToolRegistry()
+    recorder, exporter = recorder_and_exporter()
+    started = anyio.Event()
+
+    @registry.tool
+    async def forever() -> str:
+        """Never returns."""
+        started.set()
+        await anyio.sleep_forever()
+        return "never"
+
+    assistant = await client.create_assistant(model="m", tools=registry.definitions())
+    thread = await client.create_thread()
+    async with (
+        orch_mod.Orchestrator(
+            FAST, registry=registry, client=client, handler=recorder.observe
+        ) as orch,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(functools.partial(orch.run, thread_id=thread.id, assistant_id=assistant.id))
+        with anyio.fail_after(5):
+            await started.wait()
+        tg.cancel_scope.cancel()
+    [run_span] = [s for s in exporter.get_finished_spans() if s.name == "assistants.run"]
+    assert run_span.status.status_code.name == "ERROR"
+    assert run_span.attributes is not None
+    assert run_span.attributes["assistants.outcome"] == "cancelled"
+    assert recorder._runs == {}
+
+
+async def test_a_span_ended_normally_is_not_ended_again(client: AssistantsClient) -> None:
+    recorder, exporter = recorder_and_exporter()
+    assistant = await client.create_assistant(model="m")
+    thread = await client.create_thread()
+    async with orch_mod.Orchestrator(FAST, client=client, handler=recorder.observe) as orch:
+
+        async def run_then_fail() -> None:
+            with tracing.ending_spans():
+                await orch.run(thread_id=thread.id, assistant_id=assistant.id)
+                raise RuntimeError("after the run")
+
+        with pytest.raises(RuntimeError):
+            await run_then_fail()
+    [run_span] = [s for s in exporter.get_finished_spans() if s.name == "assistants.run"]
+    assert run_span.attributes is not None
+    assert run_span.attributes["assistants.outcome"] == "completed"

@@ -524,3 +524,33 @@ def test_status_prints_the_job_table_and_one_jobs_history(
 
     assert cli.main(["--config", cfg, "status", "job_nope"]) == 1
     assert "no job job_nope" in capsys.readouterr().err
+
+
+async def test_a_job_out_of_attempts_cancels_the_run_it_left_holding_its_thread(
+    emu: Emulator, db: Path
+) -> None:
+    """Issue 10 defect 6: ``claim`` gives up on a job whose last worker died with its run
+    waiting for tool outputs; the run must not keep the thread locked until it expires."""
+    cfg, t = lab.settings(db, emu.base_url, max_attempts=1), lab.Lab()
+    async with lab.client(cfg) as c, SqliteStore(db) as st:
+        asst = await assistant(c)
+        job_id = await st.enqueue(lab.job(asst, lab.script([False])))
+        ghost = await lab.ghost_claim(st, job_id)
+        thread = await c.create_thread()
+        await st.record_thread(job_id, ghost.epoch, thread.id)
+        body = models.CreateRun(
+            assistant_id=asst,
+            metadata={lab.JOB_KEY: job_id, "emulator_script": lab.script([False])},
+        )
+        run = await c.create_run(thread.id, body)
+        await st.record_run(job_id, ghost.epoch, run.id)
+        await lab.wait_status(c, thread.id, run.id, "requires_action")
+        await run_until_idle(worker.Worker(cfg, st, c, t.registry))
+        job = await st.get(job_id)
+        after = await c.retrieve_run(thread.id, run.id)
+        history = lab.messages(await st.history(job_id))
+    assert job is not None
+    assert job.state is JobState.FAILED
+    assert after.status in {"cancelling", "cancelled"}
+    assert f"run {run.id} cancelled" in history
+    assert not t.calls

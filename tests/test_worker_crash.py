@@ -382,3 +382,4 @@ async def test_a_second_sigterm_aborts_at_once_without_handing_the_job_back(
     assert job.state is JobState.RUNNING  # its lease lapses; the next worker resumes it
     assert job.attempts == 1
     assert not [m for m in history if m.startswith(("released", "stopped"))]
+    assert "aborted by a second stop request; resumed when the lease lapses" in history

@@ -113,6 +113,8 @@ class JournalEntry(NamedTuple):
     pid: int
     #: ``appended`` or ``skipped`` (a resumed call that found its line).
     action: str
+    #: When the tool body started (``time.time()``).
+    at: float
 
 
 def journal(effects: Path) -> list[JournalEntry]:
@@ -122,8 +124,8 @@ def journal(effects: Path) -> list[JournalEntry]:
         return []
     entries = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        call_id, attempt, pid, action = line.split()
-        entries.append(JournalEntry(call_id, int(attempt), int(pid), action))
+        call_id, attempt, pid, action, at = line.split()
+        entries.append(JournalEntry(call_id, int(attempt), int(pid), action, float(at)))
     return entries
 
 

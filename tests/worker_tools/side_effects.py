@@ -44,13 +44,13 @@ def append_line(ctx: tools.ToolContext, path: str, pause: float = 0.0, marker: s
         pause: Seconds to wait after the append: widens the window between side effect and submit.
         marker: A file created once the side effect is done, for tests to wait on.
     """
-    line = ctx.tool_call_id
+    line, started = ctx.tool_call_id, time.time()
     if ctx.attempt > 1 and line in _lines(path):
-        _journal(path, f"{line} {ctx.attempt} {os.getpid()} skipped")
+        _journal(path, f"{line} {ctx.attempt} {os.getpid()} skipped {started!r}")
         return f"{line}: done before (attempt {ctx.attempt})"
     with open(path, "a", encoding="utf-8") as f:
         f.write(line + "\n")
-    _journal(path, f"{line} {ctx.attempt} {os.getpid()} appended")
+    _journal(path, f"{line} {ctx.attempt} {os.getpid()} appended {started!r}")
     if marker:
         Path(marker).touch()
     time.sleep(pause)
