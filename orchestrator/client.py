@@ -78,9 +78,6 @@ class AssistantsClient:
         """``credential`` (Entra ID, bearer tokens...) replaces ``api_key`` when given."""
         self._api = api if api is not None else config.ApiConfig()
         key = config.Secret(api_key) if isinstance(api_key, str) else api_key
-        if credential is None and key:
-            azure = self._api.flavor == "azure"
-            credential = credentials.StaticKey(key, header="api-key" if azure else "bearer")
         rps = self._api.max_requests_per_second
         if limiter is None and rps is not None:
             limiter = ratelimit.TokenBucket(rps)
@@ -88,6 +85,7 @@ class AssistantsClient:
             self._api,
             retry if retry is not None else config.RetryConfig(),
             credential=credential,
+            api_key=key or None,
             limiter=limiter,
             observer=observer,
         )

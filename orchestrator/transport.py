@@ -10,7 +10,7 @@ import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, Literal, Protocol, TypeVar
 
 import aiohttp
 import anyio
@@ -170,10 +170,16 @@ class Transport:
         api: config.ApiConfig,
         retry: config.RetryConfig,
         *,
-        credential: credentials.TokenProvider | None,
+        credential: credentials.TokenProvider | None = None,
+        api_key: config.Secret | None = None,
         limiter: ratelimit.RateLimiter | None,
         observer: RequestObserver | None,
     ) -> None:
+        """``credential`` authenticates every request; ``api_key`` is short for a
+        ``credentials.StaticKey`` (the ``api-key`` header on Azure OpenAI, else ``Bearer``)."""
+        if credential is None and api_key:
+            header: Literal["bearer", "api-key"] = "api-key" if api.flavor == "azure" else "bearer"
+            credential = credentials.StaticKey(api_key, header=header)
         if api.flavor in ("azure", "foundry"):
             if not api.base_url:
                 raise errors.ConfigError(
