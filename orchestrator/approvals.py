@@ -8,7 +8,9 @@ label, tool name, JSON arguments) that run only once allowed. ``Approver.decide`
 2. else the Python hook, when one is given (``async def approve(call) -> bool | Approval``);
 3. else the config policy: allowed when ``approvals.allow`` lists the server label and tool name;
    otherwise denied (``approvals.mode: policy``) or left open (``wait``): ``ApprovalPending`` is
-   raised and the worker parks the job as ``waiting_approval`` until a human decides.
+   raised; the worker parks the job as ``waiting_approval`` until a human decides, and an
+   embedding caller gets the exception with the run left waiting (not cancelled), to submit its
+   decisions (``client.submit_tool_approvals``) and adopt the run.
 
 A decision is stored in the ledger like a tool output, keyed by the call id (``APPROVED`` or
 ``DENIED``), before it is submitted; each one is reported as a ``ToolApprovalDecided`` event.

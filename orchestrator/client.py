@@ -248,6 +248,12 @@ class AssistantsClient:
             "submit_tool_approvals", "POST", path, models.Run, body=body, retry=retry
         )
 
+    async def submit_tool_approvals(
+        self, thread_id: str, run_id: str, approvals: Sequence[models.ToolApproval]
+    ) -> models.Run:
+        """Foundry: answer a ``submit_tool_approval`` action (``..._response`` without headers)."""
+        return (await self.submit_tool_approvals_response(thread_id, run_id, approvals)).data
+
     def submit_tool_approvals_stream(
         self,
         thread_id: str,

@@ -350,6 +350,8 @@ class RunLoop:
             exc.add_note(f"run {run.id} on thread {run.thread_id}")
         if not self.cancel_on_abort or (run is not None and run.is_terminal):
             return
+        if isinstance(exc, approvals.ApprovalPending):
+            return  # a deliberate pause: the run waits for the caller's decision
         if run is None and self.creating is None:
             return  # nothing was created
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())

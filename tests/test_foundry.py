@@ -264,3 +264,32 @@ async def test_a_lost_answer_to_the_approval_submit_is_not_a_second_decision(
     assert stats.faults.get(kind) == 1  # the answer of the approval submit was lost
     assert submits >= 1
     assert refused == 0  # never sent again once it had landed
+
+
+async def test_embedded_wait_mode_pauses_without_cancelling(
+    emu: Emulator, registry: tools.ToolRegistry
+) -> None:
+    """Embedded, ``approvals.mode: wait`` hands the undecided calls to the caller and leaves
+    the run waiting; the caller submits its decisions and adopts the run to its end."""
+    rounds = [MCP_ROUNDS[2], {"message": "Done: {outputs}"}]
+    cfg = make_config(approvals={"mode": "wait", "allow": []})
+    with pytest.raises(approvals.ApprovalPending) as info:
+        await drive(emu, registry, cfg, rounds=rounds)
+    pending = info.value
+    assert [c.name for c in pending.calls] == ["search", "delete_repo"]
+    api = msgspec.structs.replace(cfg.api, base_url=emu.foundry_endpoint)
+    provider = credentials.EntraToken(EmulatorCredential(emu.azure_endpoint))
+    async with (
+        AssistantsClient(api, cfg.retry, credential=provider) as client,
+        orch_mod.Orchestrator(cfg, registry=registry, client=client) as orch,
+    ):
+        run = await client.retrieve_run(pending.run.thread_id, pending.run.id)
+        assert run.status == "requires_action"  # not cancelled
+        decisions = [
+            models.ToolApproval(tool_call_id=c.tool_call_id, approve=c.name == "search")
+            for c in pending.calls
+        ]
+        await client.submit_tool_approvals(run.thread_id, run.id, decisions)
+        result = await orch.adopt(run.thread_id, run.id)
+    assert result.outcome == "completed"
+    assert "denied by the user" in (result.reply or "")
