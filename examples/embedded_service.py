@@ -4,29 +4,38 @@
 service's tools and answers ``{"reply": ..., "status": ..., "tool_calls": [...]}``. One
 ``Orchestrator`` (one HTTP session, one request limiter) serves every request.
 
-Run it against the bundled emulator (no API key needed)::
+Run it from the repository root against the bundled emulator (no API key needed)::
 
     python examples/embedded_service.py --port 8080
     curl -s localhost:8080/ask -d '{"question": "What time is it in Tokyo?"}'
 
-With ``OPENAI_API_KEY`` set (and ``api.base_url`` in config.yaml for a compatible endpoint), pass
-``--assistant asst_...`` to use a real assistant instead.
+The tools come from ``tools.modules`` in ./config.yaml (the example ``handlers``), which the
+Orchestrator imports. The emulator has no model: its demo assistant is *scripted* (metadata
+``emulator_script``) to call ``current_time`` for Tokyo and quote the output, so the answer is
+a real tool result rather than calls with made-up arguments. With ``OPENAI_API_KEY`` set (and
+``api.base_url`` in config.yaml for a compatible endpoint), pass ``--assistant asst_...`` to use
+a real assistant instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 import msgspec
 from aiohttp import web
 
-import handlers  # noqa: F401  (registers the example tools on the default registry)
 from orchestrator import Config, Emulator, Orchestrator, config, models, tools
 
 ORCH = web.AppKey("orchestrator", Orchestrator)
 ASSISTANT = web.AppKey("assistant", str)
+#: What the emulator's scripted assistant does for every question: one tool round, one answer.
+EMULATOR_SCRIPT = [
+    {"tool_calls": [{"name": "current_time", "arguments": {"timezone": "Asia/Tokyo"}}]},
+    {"message": "In Tokyo it is {output:current_time}"},
+]
 
 
 class Ask(msgspec.Struct, forbid_unknown_fields=True):
@@ -41,6 +50,8 @@ class Answer(msgspec.Struct):
     reply: str | None
     status: str
     tool_calls: list[str]
+    #: The outputs submitted for those calls.
+    outputs: list[str]
 
 
 async def ask(request: web.Request) -> web.Response:
@@ -55,7 +66,8 @@ async def ask(request: web.Request) -> web.Response:
         assistant_id=request.app[ASSISTANT], messages=[message]
     )
     calls = [o.tool_call_id for o in result.outputs]
-    answer = Answer(reply=result.reply, status=result.outcome, tool_calls=calls)
+    outputs = [o.output for o in result.outputs]
+    answer = Answer(reply=result.reply, status=result.outcome, tool_calls=calls, outputs=outputs)
     return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
 
 
@@ -75,7 +87,9 @@ def make_app(cfg: Config, *, assistant_id: str | None = None) -> web.Application
             app[ORCH] = orch
             if assistant_id is None:
                 created = await orch.client.create_assistant(
-                    model="gpt-4o-mini", tools=tools.default_registry.definitions()
+                    model="gpt-4o-mini",
+                    tools=tools.default_registry.definitions(),
+                    metadata={"emulator_script": json.dumps(EMULATOR_SCRIPT)},
                 )
                 app[ASSISTANT] = created.id
             else:
@@ -94,7 +108,7 @@ def main() -> None:
     parser.add_argument("--assistant", default=None, help="a real assistant id (else: emulator)")
     args = parser.parse_args()
     web.run_app(
-        make_app(config.load(args.config), assistant_id=args.assistant),
+        make_app(config.load(config.find(args.config)), assistant_id=args.assistant),
         host="127.0.0.1",
         port=args.port,
     )

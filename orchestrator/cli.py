@@ -1,8 +1,10 @@
-"""The ``orchestrator`` command line: run · worker · enqueue · status · emulator · demo.
+"""The ``orchestrator`` command line: run · worker · enqueue · status · assistant · emulator · demo.
 
 Config and logging are wired here and nowhere else; a ``ConfigError`` is printed as one line
-and exits 2. With no API key and no ``api.base_url``, ``run``, ``worker`` and ``demo`` start the
-bundled emulator in-process and say so first.
+and exits 2. The config file is ``--config``, else ``$ORCHESTRATOR_CONFIG``, else
+``./config.yaml`` when it exists; the first log line says which. With no API key and no
+``api.base_url``, ``run``, ``worker`` and ``demo`` start the bundled emulator in-process and say
+so first (on stderr: stdout carries only results).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from msgspec import UNSET
 
 from orchestrator import (
     approvals,
+    assistants,
     config,
     credentials,
     errors,
@@ -35,13 +38,20 @@ from orchestrator import (
     models,
     store,
     tools,
+    tracing,
     worker,
 )
 from orchestrator import client as client_mod
 from orchestrator import orchestrator as orch_mod
+from orchestrator import status_view as view
 from orchestrator.store import base as store_base
 
+log = logging.getLogger("orchestrator.cli")
+
 EXIT_CONFIG = 2
+#: Exit codes after SIGINT and SIGTERM, as a shell reports a process killed by them.
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 DEMO_MODEL = "gpt-4o-mini"
 #: (question, the emulator's script for the assistant's answer) of each demo job.
 DEMO_JOBS: tuple[tuple[str, list[dict[str, Any]]], ...] = (
@@ -99,9 +109,36 @@ DEMO_JOBS: tuple[tuple[str, list[dict[str, Any]]], ...] = (
 )
 
 
+def _int64(text: str) -> int:
+    """An argparse type: an int that fits a signed 64-bit column."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be within 0..2**63-1, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is within 0..65535, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="path of config.yaml (default: defaults)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help=f"path of the config file (default: ${config.CONFIG_ENV}, else ./config.yaml if "
+        "it exists, else built-in defaults)",
+    )
     parser.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -121,12 +158,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--thread", help="existing thread for a create job")
     p.add_argument("--adopt", nargs=2, metavar=("THREAD", "RUN"), help="adopt an existing run")
     p.add_argument("--lock", help="queueing lock: refuse while a queued job holds it")
-    p.add_argument("--count", type=int, default=1, help="how many identical jobs")
+    p.add_argument("--count", type=_int64, default=1, help="how many identical jobs")
 
-    p = sub.add_parser("status", help="a table of jobs, or one job's history")
+    p = sub.add_parser(
+        "status", help="job counts and a table of jobs, or one job in full with its history"
+    )
     p.add_argument("job", nargs="?", help="job id")
     p.add_argument("--state", choices=[s.value for s in store_base.JobState])
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=_int64, default=50)
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    p = sub.add_parser("assistant", help="manage the assistant the worker's tools belong to")
+    asub = p.add_subparsers(dest="assistant_command", required=True)
+    s = asub.add_parser(
+        "sync",
+        help="create or update the assistant called NAME; its function tools become exactly "
+        "the registry's (tools.modules)",
+    )
+    s.add_argument("--name", required=True, help="the assistant's name (the key to find it by)")
+    s.add_argument("--model", required=True, help="e.g. gpt-4o-mini")
+    s.add_argument("--instructions", default=None, help="system instructions")
+    s.add_argument(
+        "--script",
+        default=None,
+        metavar="JSON",
+        help="emulator only: the scripted assistant's rounds (metadata emulator_script)",
+    )
 
     p = sub.add_parser("approve", help="decide a parked job's MCP tool approval and resume it")
     p.add_argument("job", help="a job in state waiting_approval")
@@ -137,7 +194,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("emulator", help="serve the local Assistants API emulator")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8089)
+    p.add_argument("--port", type=_port, default=8089)
     from orchestrator import emulator
 
     emulator.add_arguments(p)
@@ -151,11 +208,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
     try:
-        cfg = config.load(args.config)
-        # The demo's story is its summary table; its log lines only when asked for.
-        quiet = "WARNING" if args.command == "demo" else None
-        logs.setup(cfg.logging, level=args.log_level or quiet)
-        return anyio.run(_COMMANDS[args.command], cfg, args)
+        try:
+            path = config.find(args.config)
+            cfg = config.load(path)
+            # The demo's story is its summary table; its log lines only when asked for.
+            quiet = "WARNING" if args.command == "demo" else None
+            logs.setup(cfg.logging, level=args.log_level or quiet)
+            if path is None:
+                log.info(
+                    "config: built-in defaults (no --config, $%s or ./config.yaml)",
+                    config.CONFIG_ENV,
+                )
+            else:
+                log.info("config: loaded %s", path.resolve())
+            return anyio.run(_COMMANDS[args.command], cfg, args)
+        except BaseExceptionGroup as group:
+            # A task group (the worker's health server, say) wraps the one error that ended it.
+            raise _sole(group) from None
     except errors.ConfigError as exc:
         print(f"orchestrator: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -163,7 +232,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orchestrator: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return EXIT_SIGINT
+
+
+def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The group's single innermost exception if it is our error, else the group itself."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    ours = [e for e in leaves if isinstance(e, errors.OrchestratorError | KeyboardInterrupt)]
+    return ours[0] if len(ours) == 1 else group
 
 
 # --- shared plumbing ---------------------------------------------------------------------------
@@ -173,6 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _endpoint(cfg: config.Config) -> AsyncIterator[tuple[config.Config, bool]]:
     """The config to use, with the bundled emulator started when no endpoint is configured."""
     if not (cfg.uses_emulator and cfg.api_key() is None):
+        # Entra ID needs no key; a key or a bearer token comes from the named variable.
+        if cfg.api.resolved_credential != "entra" and cfg.api_key() is None:
+            variable = cfg.api.api_key_env
+            raise errors.ConfigError(
+                f"api.base_url is {cfg.api.base_url!r} but ${variable} is not set: export "
+                f"{variable}=<your key> (api.api_key_env names the variable)"
+            )
         yield cfg, False
         return
     from orchestrator import emulator
@@ -181,6 +271,7 @@ async def _endpoint(cfg: config.Config) -> AsyncIterator[tuple[config.Config, bo
         print(
             f"orchestrator: no API key and no api.base_url configured: "
             f"using the bundled emulator at {emu.base_url}",
+            file=sys.stderr,
             flush=True,
         )
         api = msgspec.structs.replace(cfg.api, base_url=emu.base_url)
@@ -201,22 +292,6 @@ async def _demo_assistant(client: client_mod.AssistantsClient, registry: tools.T
         tools=registry.definitions(),
     )
     return assistant.id
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], width: int = 48) -> str:
-    cells = [[_cell(v, width) for v in row] for row in rows]
-    sizes = [
-        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
-    ]
-    line = "  ".join(h.ljust(n) for h, n in zip(headers, sizes, strict=True))
-    out = [line, "  ".join("-" * n for n in sizes)]
-    out += ["  ".join(c.ljust(n) for c, n in zip(r, sizes, strict=True)) for r in cells]
-    return "\n".join(out)
-
-
-def _cell(value: object, width: int) -> str:
-    text = "" if value is None else " ".join(str(value).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 async def _stop_on_signals(w: worker.Worker) -> None:
@@ -241,7 +316,7 @@ def _describe(event: events.Event) -> str | None:
             return f"tool calls requested: {names}"
         case events.ToolCallFinished(name=name, output=output, error_type=error, duration=d):
             state = f"error {error}" if error else "ok"
-            return f"  {name} {state} in {d * 1000:.1f} ms -> {_cell(output, 80)}"
+            return f"  {name} {state} in {d * 1000:.1f} ms -> {view.cell(output, 80)}"
         case events.OutputsSubmitted(outputs=outputs):
             return f"submitted {len(outputs)} outputs"
         case events.StreamFallback(reason=reason):
@@ -265,6 +340,8 @@ async def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
         elif (text := _describe(event)) is not None:
             print(text, flush=True)
 
+    result = None
+    stopped_by: list[int] = []
     async with (
         _endpoint(cfg) as (cfg, emulated),
         orch_mod.Orchestrator(cfg, credential=_credential(cfg, emulated), handler=show) as orch,
@@ -276,10 +353,27 @@ async def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
             assistant = await _demo_assistant(orch.client, orch.registry)
         thread = args.thread or (await orch.client.create_thread()).id
         message = models.MessageRequest(role="user", content=args.message)
-        result = await orch.run(thread_id=thread, assistant_id=assistant, messages=[message])
+        async with anyio.create_task_group() as tg:
+            # SIGTERM (and SIGINT) cancel the drive: the driver cancels the run on the server
+            # (shielded, bounded) instead of leaving it in_progress.
+            tg.start_soon(_cancel_on_signals, tg.cancel_scope, stopped_by)
+            result = await orch.run(thread_id=thread, assistant_id=assistant, messages=[message])
+            tg.cancel_scope.cancel()
+    if stopped_by:
+        print(f"orchestrator: stopped by signal {stopped_by[0]}", file=sys.stderr)
+        return EXIT_SIGTERM if stopped_by[0] == signal.SIGTERM else EXIT_SIGINT
+    assert result is not None
     if not args.json:
         print(f"\nreply: {result.reply or '(none)'}")
     return 0 if result.ok else 1
+
+
+async def _cancel_on_signals(scope: anyio.CancelScope, stopped_by: list[int]) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            stopped_by.append(signum)
+            scope.cancel()
+            return
 
 
 async def _run_worker(
@@ -294,10 +388,20 @@ async def _run_worker(
         cfg.api, cfg.retry, credential=_credential(cfg, emulated), observer=m
     ) as client:
         w = worker.Worker(cfg, st, client, tools.default_registry, metrics_=m)
+        if tracing.AVAILABLE:
+            # Spans go to the global tracer provider: run the worker under
+            # `opentelemetry-instrument` (or set one up in a tool module) to export them.
+            w.subscribers.add(tracing.SpanRecorder().observe)
+        failed: errors.StoreError | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signals, w)
-            await w.run(until_idle=until_idle)
+            try:
+                await w.run(until_idle=until_idle)
+            except errors.StoreError as exc:  # raised below, not as a task group's exception group
+                failed = exc
             tg.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
     return w
 
 
@@ -305,6 +409,11 @@ async def cmd_worker(cfg: config.Config, args: argparse.Namespace) -> int:
     tools.import_tool_modules(cfg.tools.modules)
     async with _endpoint(cfg) as (live, emulated), store.open_store(live.worker) as st:
         w = await _run_worker(live, emulated, st, until_idle=args.until_idle)
+    if w.stop_requested:
+        # The signal receiver is gone: a late signal (the drain is over) must not turn a clean
+        # exit into a death by signal (143).
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
     if w.aborted:
         # A second signal means now: sync tools still running in worker threads (which the
         # interpreter would wait for) are left behind; their jobs are resumed elsewhere.
@@ -334,19 +443,38 @@ async def cmd_enqueue(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
-    async with store.open_store(cfg.worker) as st:
+    async with store.open_store(cfg.worker, readonly=True) as st:
         if args.job:
-            job = await st.get(args.job)
+            history = await st.history(args.job)
+            try:
+                job = await st.get(args.job)
+            except errors.StoreError as exc:
+                if not history:
+                    raise
+                # A damaged (quarantined) row: its history still says what happened to it.
+                print(f"job {args.job}: its row cannot be read ({exc})")
+                rows = [(view.when(h.at), h.epoch, h.message) for h in history]
+                print(view.table(("time", "epoch", "event"), rows, width=100))
+                return 0
             if job is None:
                 raise errors.StoreError(f"no job {args.job}")
-            print(_job_table([job]))
-            print()
-            history = await st.history(job.id)
-            rows = [(_when(h.at), h.epoch, h.message) for h in history]
-            print(_table(("time", "epoch", "event"), rows, width=100))
+            outputs = await st.outputs(job.run_id) if job.run_id else {}
+            show = view.job_json if args.json else view.job_detail
+            print(show(job, history, outputs))
             return 0
         state = store_base.JobState(args.state) if args.state else None
-        print(_job_table(await st.list_jobs(state=state, limit=args.limit)))
+        counts = await st.counts()
+        jobs = await st.list_jobs(state=state, limit=args.limit)
+        if args.json:
+            data = {
+                "counts": {s.value: counts.get(s, 0) for s in store_base.JobState},
+                "jobs": msgspec.to_builtins(jobs),
+            }
+            print(msgspec.json.encode(data).decode())
+        else:
+            print(view.counts_line(counts))
+            print()
+            print(view.job_table(jobs))
     return 0
 
 
@@ -360,34 +488,48 @@ async def cmd_approve(cfg: config.Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _when(at: float) -> str:
-    import datetime
-
-    return datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _job_table(jobs: Sequence[store_base.Job]) -> str:
-    rows: list[tuple[Any, ...]] = []
-    for job in jobs:
-        result = job.result
-        rows.append(
-            (
-                job.id,
-                job.state,
-                job.attempts,
-                job.run_id,
-                result.status if result else None,
-                result.tool_calls if result else None,
-                (result.reply or result.last_error) if result else None,
+async def cmd_assistant(cfg: config.Config, args: argparse.Namespace) -> int:
+    tools.import_tool_modules(cfg.tools.modules)
+    if not len(tools.default_registry):
+        raise errors.ConfigError("tools.modules: no tools registered; nothing to sync")
+    metadata = None
+    if args.script is not None:
+        metadata = {"emulator_script": args.script}
+    async with (
+        _endpoint(cfg) as (live, emulated),
+        client_mod.AssistantsClient(
+            live.api, live.retry, credential=_credential(live, emulated)
+        ) as client,
+    ):
+        if emulated:
+            print(
+                "orchestrator: the bundled emulator forgets the assistant when this command "
+                "exits; set api.base_url to a running `orchestrator emulator`",
+                file=sys.stderr,
             )
+        done = await assistants.sync_assistant(
+            client,
+            tools.default_registry,
+            name=args.name,
+            model=args.model,
+            instructions=args.instructions,
+            metadata=metadata,
         )
-    return _table(("job", "state", "tries", "run", "status", "tool calls", "reply"), rows)
+    names = ", ".join(t.name for t in tools.default_registry)
+    print(f"orchestrator: {done.action} {done.assistant.id} with tools: {names}", file=sys.stderr)
+    print(done.assistant.id)
+    return 0
 
 
 async def cmd_emulator(cfg: config.Config, args: argparse.Namespace) -> int:
     from orchestrator import emulator
 
-    await emulator.serve(emulator.settings_from_args(args), args.host, args.port)
+    try:
+        await emulator.serve(emulator.settings_from_args(args), args.host, args.port)
+    except OSError as exc:  # port in use, an unknown host, ...
+        raise errors.ConfigError(
+            f"emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from None
     return 0
 
 
@@ -421,7 +563,7 @@ async def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
             await _run_worker(cfg, emulated, st, until_idle=True)
             jobs = [job for job_id in ids if (job := await st.get(job_id)) is not None]
         print()
-        print(_job_table(jobs))
+        print(view.job_table(jobs))
     failed = [j for j in jobs if j.state != store_base.JobState.SUCCEEDED]
     return 1 if failed else 0
 
@@ -432,6 +574,7 @@ _COMMANDS = {
     "enqueue": cmd_enqueue,
     "status": cmd_status,
     "approve": cmd_approve,
+    "assistant": cmd_assistant,
     "emulator": cmd_emulator,
     "demo": cmd_demo,
 }

@@ -31,7 +31,7 @@ Response = transport.Response
 RequestObserver = transport.RequestObserver
 
 _Body = TypeVar("_Body", models.CreateRun, models.CreateThreadAndRun)
-_Item = TypeVar("_Item", models.Run, models.RunStep, models.Message)
+_Item = TypeVar("_Item", models.Run, models.RunStep, models.Message, models.Assistant)
 
 
 def _run_path(thread_id: str, run_id: str) -> str:
@@ -61,7 +61,8 @@ class AssistantsClient:
     Use ``async with AssistantsClient(api, retry, api_key=...) as client``: it owns one aiohttp
     session, closed on exit. A ``session`` passed in stays the caller's (never closed here; its
     connector sets the connection limit). ``limiter`` replaces the token bucket built from
-    ``api.max_requests_per_second``, e.g. to share one bucket between clients.
+    ``api.max_requests_per_second``, e.g. to share one bucket between clients. ``base_url`` is a
+    shortcut over ``api.base_url``: ``AssistantsClient(base_url=..., api_key=...)``.
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class AssistantsClient:
         api: config.ApiConfig | None = None,
         retry: config.RetryConfig | None = None,
         *,
+        base_url: str | None = None,
         api_key: config.Secret | str | None = None,
         session: aiohttp.ClientSession | None = None,
         observer: RequestObserver | None = None,
@@ -77,7 +79,9 @@ class AssistantsClient:
     ) -> None:
         """``credential`` (Entra ID, bearer tokens...) replaces ``api_key`` when given."""
         self._api = api if api is not None else config.ApiConfig()
-        key = config.Secret(api_key) if isinstance(api_key, str) else api_key
+        if base_url is not None:
+            self._api = msgspec.structs.replace(self._api, base_url=base_url)
+        key = config.check_key(api_key, "api_key") if isinstance(api_key, str) else api_key
         rps = self._api.max_requests_per_second
         if limiter is None and rps is not None:
             limiter = ratelimit.TokenBucket(rps)
@@ -341,6 +345,34 @@ class AssistantsClient:
             "create_assistant", "POST", "/assistants", models.Assistant, body=models.encode(body)
         )
         return resp.data
+
+    async def retrieve_assistant(self, assistant_id: str) -> models.Assistant:
+        """One assistant."""
+        path = f"/assistants/{transport.segment(assistant_id)}"
+        resp = await self._transport.request("retrieve_assistant", "GET", path, models.Assistant)
+        return resp.data
+
+    async def update_assistant(
+        self, assistant_id: str, body: models.ModifyAssistant
+    ) -> models.Assistant:
+        """Change the fields ``body`` sets (``POST /assistants/{id}``)."""
+        path = f"/assistants/{transport.segment(assistant_id)}"
+        resp = await self._transport.request(
+            "update_assistant", "POST", path, models.Assistant, body=models.encode(body)
+        )
+        return resp.data
+
+    def iter_assistants(self, *, limit: int | None = None) -> AsyncIterator[models.Assistant]:
+        """Every assistant, newest first, following the pages."""
+
+        async def fetch(after: str | None) -> models.ListResponse[models.Assistant]:
+            query = transport.list_query(limit=limit, order="desc", after=after)
+            resp = await self._transport.request(
+                "list_assistants", "GET", "/assistants", models.ListAssistantsResponse, query=query
+            )
+            return resp.data
+
+        return _all_pages(fetch)
 
     async def create_thread(
         self,

@@ -7,7 +7,9 @@ key is never read from the file: ``api.api_key_env`` names the variable that hol
 
 from __future__ import annotations
 
+import math
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -29,11 +31,16 @@ __all__ = [
     "Secret",
     "ToolsConfig",
     "WorkerConfig",
+    "find",
     "load",
     "loads",
 ]
 
 ENV_PREFIX: Final = "ORCHESTRATOR_"
+#: The variable naming the config file (not a key override).
+CONFIG_ENV: Final = "ORCHESTRATOR_CONFIG"
+#: The file loaded from the working directory when neither ``--config`` nor the variable is set.
+DEFAULT_FILE: Final = "config.yaml"
 
 
 class Secret:
@@ -64,12 +71,18 @@ class Secret:
 
 
 def _positive(value: float, key: str) -> None:
-    if value <= 0:
+    # `not value > 0` also rejects NaN, which passes every `<=` comparison.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise errors.ConfigError(f"{key}: must be > 0, got {value!r}")
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
+    def _check_numbers(self, section: str) -> None:
+        """Every number of the section is finite (NaN and infinities are never meant)."""
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise errors.ConfigError(f"{section}.{name}: must be a finite number, got {value}")
 
 
 class ApiConfig(_Section, frozen=True):
@@ -103,6 +116,7 @@ class ApiConfig(_Section, frozen=True):
     max_requests_per_second: float | None = None
 
     def __post_init__(self) -> None:
+        self._check_numbers("api")
         _positive(self.timeout, "api.timeout")
         _positive(self.connect_timeout, "api.connect_timeout")
         _positive(self.max_connections, "api.max_connections")
@@ -110,6 +124,11 @@ class ApiConfig(_Section, frozen=True):
             _positive(self.max_requests_per_second, "api.max_requests_per_second")
         if self.flavor == "azure" and not self.api_version:
             raise errors.ConfigError("api.api_version: required when api.flavor is 'azure'")
+        if self.flavor == "azure" and (self.base_url or "").rstrip("/").endswith("/v1"):
+            raise errors.ConfigError(
+                f"api.base_url: {self.base_url!r} ends in /v1, which is OpenAI's form; Azure wants "
+                "the resource endpoint, e.g. https://RESOURCE.openai.azure.com"
+            )
         if self.flavor == "foundry" and self.api_version is None:
             msgspec.structs.force_setattr(self, "api_version", "v1")
 
@@ -132,6 +151,7 @@ class RetryConfig(_Section, frozen=True):
     max_retry_after: float = 120.0
 
     def __post_init__(self) -> None:
+        self._check_numbers("retry")
         _positive(self.attempts, "retry.attempts")
         _positive(self.initial_backoff, "retry.initial_backoff")
         _positive(self.max_backoff, "retry.max_backoff")
@@ -157,6 +177,7 @@ class PollConfig(_Section, frozen=True):
     fetch_steps: bool = False
 
     def __post_init__(self) -> None:
+        self._check_numbers("poll")
         _positive(self.initial_interval, "poll.initial_interval")
         _positive(self.max_interval, "poll.max_interval")
         if self.multiplier < 1:
@@ -182,6 +203,7 @@ class RunConfig(_Section, frozen=True):
     retry_failed_backoff: float = 2.0
 
     def __post_init__(self) -> None:
+        self._check_numbers("run")
         if self.run_timeout is not None:
             _positive(self.run_timeout, "run.run_timeout")
         _positive(self.cancel_timeout, "run.cancel_timeout")
@@ -192,8 +214,12 @@ class RunConfig(_Section, frozen=True):
 class ToolsConfig(_Section, frozen=True):
     """How tool calls are answered."""
 
-    #: Modules imported at start-up; their ``@tool`` functions register themselves.
-    modules: tuple[str, ...] = ("handlers",)
+    #: Modules imported at start-up (the working directory is on the import path); their
+    #: ``@tool`` functions register themselves.
+    modules: tuple[str, ...] = ()
+    #: Before a run starts, the assistant's (or the run's) function tools missing from the
+    #: registry: ``warn`` logs them by name, ``error`` refuses the run, ``off`` skips the check.
+    check_tools: Literal["warn", "error", "off"] = "warn"
     #: Seconds one tool call may take (a tool's own ``timeout`` wins).
     timeout: float = 60.0
     #: ``output``: a failure becomes an error output for the model; ``raise``: cancel the run.
@@ -211,10 +237,18 @@ class ToolsConfig(_Section, frozen=True):
     max_abandoned_threads: int = 32
 
     def __post_init__(self) -> None:
+        self._check_numbers("tools")
         _positive(self.timeout, "tools.timeout")
         _positive(self.max_output_chars, "tools.max_output_chars")
         _positive(self.concurrency, "tools.concurrency")
         _positive(self.max_abandoned_threads, "tools.max_abandoned_threads")
+        for module in self.modules:
+            if not isinstance(module, str) or not all(
+                part.isidentifier() for part in module.split(".")
+            ):
+                raise errors.ConfigError(
+                    f"tools.modules: {module!r} is not a module name (e.g. mytools or pkg.tools)"
+                )
 
 
 class AllowRule(_Section, frozen=True):
@@ -255,15 +289,32 @@ class WorkerConfig(_Section, frozen=True):
     max_attempts: int = 5
 
     def __post_init__(self) -> None:
+        self._check_numbers("worker")
         _positive(self.concurrency, "worker.concurrency")
         _positive(self.lease_seconds, "worker.lease_seconds")
         _positive(self.heartbeat_seconds, "worker.heartbeat_seconds")
         if self.heartbeat_seconds >= self.lease_seconds:
             raise errors.ConfigError("worker.heartbeat_seconds: must be < worker.lease_seconds")
+        _positive(self.idle_poll_seconds, "worker.idle_poll_seconds")
+        _positive(self.max_attempts, "worker.max_attempts")
+        if self.drain_timeout < 0:
+            raise errors.ConfigError("worker.drain_timeout: must be >= 0")
+        if self.health is not None:
+            split_address(self.health, "worker.health")
         if self.store == "postgres" and not self.postgres_dsn:
             raise errors.ConfigError(
                 "worker.postgres_dsn: required when worker.store is 'postgres'"
             )
+
+
+def split_address(address: str, key: str) -> tuple[str, int]:
+    """``host:port`` as its parts; a ConfigError naming ``key`` when it is not one."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise errors.ConfigError(
+            f"{key}: expected host:port with a port in 0-65535, got {address!r}"
+        )
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class LoggingConfig(_Section, frozen=True):
@@ -285,10 +336,23 @@ class Config(_Section, frozen=True):
     worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
+    def __post_init__(self) -> None:
+        # ``Config(api={"base_url": ...})``: convert a mapping to its section (validated as a
+        # file would be) instead of failing later with an AttributeError.
+        hints = typing.get_type_hints(type(self))
+        for name in self.__struct_fields__:
+            value, kind = getattr(self, name), hints[name]
+            if isinstance(value, Mapping):
+                msgspec.structs.force_setattr(self, name, _convert(dict(value), kind, name))
+            elif not isinstance(value, kind):
+                raise errors.ConfigError(
+                    f"{name}: expected a {kind.__name__} or a mapping, got {type(value).__name__}"
+                )
+
     def api_key(self, env: Mapping[str, str] | None = None) -> Secret | None:
         """The API key from the variable ``api.api_key_env`` names, if set and non-empty."""
         value = (os.environ if env is None else env).get(self.api.api_key_env, "")
-        return Secret(value) if value else None
+        return check_key(value, self.api.api_key_env) if value else None
 
     @property
     def uses_emulator(self) -> bool:
@@ -296,37 +360,115 @@ class Config(_Section, frozen=True):
         return self.api.base_url is None
 
 
-def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+def check_key(value: str, variable: str) -> Secret:
+    """``value`` as a Secret; a ConfigError naming ``variable`` if no HTTP header can carry it."""
+    if not value.isprintable() or not value.isascii() or value != value.strip():
+        raise errors.ConfigError(
+            f"{variable}: the API key contains whitespace, control characters (CR/LF) or "
+            "non-ASCII characters"
+        )
+    return Secret(value)
+
+
+def _sections() -> dict[str, type[_Section]]:
+    hints = typing.get_type_hints(Config)
+    return {name: hints[name] for name in Config.__struct_fields__}
+
+
+def _yaml(text: str, what: str) -> Any:
+    """``yaml.safe_load`` with every failure (syntax, bad dates, deep nesting) as one line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(exc.problem or exc.context or "syntax error").split())
+        raise errors.ConfigError(f"{what}: not valid YAML: {problem}{where}") from None
+    except RecursionError:
+        raise errors.ConfigError(f"{what}: not valid YAML: nested too deeply") from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        message = " ".join(str(exc).split())
+        raise errors.ConfigError(f"{what}: not valid YAML: {message}") from None
+
+
+def _apply_env(raw: dict[Any, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Apply the overrides; returns ``section.key`` → the variable that set it."""
+    sections = _sections()
+    origin: dict[str, str] = {}
     for name, text in env.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
         section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
         if not sep or not key:
             raise errors.ConfigError(f"{name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
+        if section not in sections:
+            raise errors.ConfigError(
+                f"{name}: unknown section {section!r} (sections: {', '.join(sections)})"
+            )
+        if key not in sections[section].__struct_fields__:
+            valid = ", ".join(sections[section].__struct_fields__)
+            raise errors.ConfigError(f"{name}: unknown key {section}.{key} (keys: {valid})")
         target = raw.setdefault(section, {})
         if not isinstance(target, dict):
             raise errors.ConfigError(f"{section}: must be a mapping")
-        try:
-            target[key] = yaml.safe_load(text) if text else None
-        except yaml.YAMLError as exc:
-            raise errors.ConfigError(f"{name}: not a YAML value: {exc}") from exc
+        target[key] = _yaml(text, name) if text else None
+        origin[f"{section}.{key}"] = name
+    return origin
+
+
+def _convert(raw: dict[Any, Any], kind: type[Any], where: str) -> Any:
+    """msgspec.convert with its errors as one-line ConfigErrors, enums listing their values."""
+    try:
+        return msgspec.convert(raw, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise errors.ConfigError(f"{where}: {_explain(str(exc), kind)}") from None
+    except errors.ConfigError as exc:
+        raise errors.ConfigError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise errors.ConfigError(f"{where}: nested too deeply") from None
+
+
+def _explain(message: str, kind: type[Any]) -> str:
+    """Add the valid values to msgspec's ``Invalid enum value`` message."""
+    path = message.rpartition(" - at `$")[2].rstrip("`").strip(".").split(".")
+    if "Invalid enum value" not in message or not path:
+        return message
+    target: Any = kind
+    for part in path:
+        hints = typing.get_type_hints(target) if isinstance(target, type) else {}
+        if part not in hints:
+            return message
+        target = hints[part]
+    values = typing.get_args(target)
+    return f"{message} (valid: {', '.join(map(str, values))})" if values else message
 
 
 def loads(text: str, env: Mapping[str, str] | None = None, *, source: str = "config") -> Config:
     """Parse YAML text into a Config, applying ``ORCHESTRATOR_*`` overrides from ``env``."""
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise errors.ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    raw = _yaml(text, source) or {}
     if not isinstance(raw, dict):
         raise errors.ConfigError(f"{source}: the top level must be a mapping")
-    _apply_env(raw, os.environ if env is None else env)
+    origin = _apply_env(raw, os.environ if env is None else env)
     try:
-        return msgspec.convert(raw, Config, strict=False)
-    except msgspec.ValidationError as exc:
-        raise errors.ConfigError(f"{source}: {exc}") from exc
+        config: Config = _convert(raw, Config, source)
     except errors.ConfigError as exc:
-        raise errors.ConfigError(f"{source}: {exc}") from exc
+        # A bad value that came from the environment: name the variable too.
+        hits = [var for key, var in origin.items() if key in str(exc)]
+        if hits:
+            raise errors.ConfigError(f"{exc} (set by {', '.join(hits)})") from None
+        raise
+    return config
+
+
+def find(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The file to load: ``path``, else ``$ORCHESTRATOR_CONFIG``, else ``./config.yaml`` if any."""
+    if path is not None:
+        return Path(path)
+    named = (os.environ if env is None else env).get(CONFIG_ENV)
+    if named:
+        return Path(named)
+    default = Path(DEFAULT_FILE)
+    return default if default.is_file() else None
 
 
 def load(
@@ -339,5 +481,11 @@ def load(
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise errors.ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
+        raise errors.ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise errors.ConfigError(
+            f"{p}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r})"
+        ) from None
+    except ValueError as exc:  # e.g. a NUL in the path
+        raise errors.ConfigError(f"{p}: cannot read: {exc}") from None
     return loads(text, env, source=str(p))

@@ -211,15 +211,17 @@ class _Job:
             if traceback_text is not None:
                 traceback_text = scrub.surrogates(traceback_text)
             output = error_output(error, traceback_text)
-            level = logging.WARNING if error.type in ("tool_exception", "timeout") else logging.INFO
+            warn = error.type in ("tool_exception", "timeout", "unknown_tool")
             logger.log(
-                level,
+                logging.WARNING if warn else logging.INFO,
                 "tool call %s (%s) failed: %s: %s",
                 call_id,
                 name,
                 error.type,
                 error.message,
-                exc_info=exc,
+                # A tool raising is expected (its message goes to the model): one line, and the
+                # traceback only when this logger is at DEBUG.
+                exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
                 extra=self._log(call_id, name, error_type=error.type, duration=duration),
             )
         else:

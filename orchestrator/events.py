@@ -51,6 +51,11 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     #: Unix time when the event was made.
     at: float = msgspec.field(default_factory=time.time)
 
+    @property
+    def type(self) -> str:
+        """The event's tag, as in its JSON: ``run.created``, ``run.status_changed``, ..."""
+        return str(self.__struct_config__.tag)
+
 
 class RunCreated(Event, frozen=True, kw_only=True, tag="run.created"):
     """The driver created the run."""

@@ -10,7 +10,7 @@ import anyio.abc
 import msgspec
 from aiohttp import web
 
-from orchestrator import errors
+from orchestrator import config, errors
 
 __all__ = ["HealthStatus", "serve"]
 
@@ -34,7 +34,7 @@ async def serve(
     task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``task_status`` gets the bound ``(host, port)`` (port 0 picks one)."""
-    host, _, port = address.rpartition(":")
+    host, port = config.split_address(address, "worker.health")
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(body=msgspec.json.encode(status()), content_type="application/json")
@@ -50,9 +50,12 @@ async def serve(
     await runner.setup()
     try:
         try:
-            await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
-        except (OSError, ValueError) as exc:
-            raise errors.ConfigError(f"worker.health: cannot listen on {address}: {exc}") from exc
+            await web.TCPSite(runner, host, port).start()
+        except (OSError, ValueError, OverflowError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise errors.ConfigError(
+                f"worker.health: cannot listen on {address}: {reason}"
+            ) from None
         bound = runner.addresses[0]
         log.info(
             "health and metrics on http://%s:%s/", bound[0], bound[1], extra={"action": "health"}

@@ -1,7 +1,15 @@
 """Prometheus metrics, an optional extra: without prometheus-client every call is a no-op.
 
 ``Metrics`` also serves as the client's ``RequestObserver`` and as an event handler, so the
-worker wires it in two places and nothing else knows about Prometheus.
+worker wires it in two places and nothing else knows about Prometheus. An embedded service
+passes one to the Orchestrator and serves ``exposition()`` from a route of its own::
+
+    m = Metrics()                      # its own CollectorRegistry (or pass registry=...)
+    async with Orchestrator(cfg, metrics=m) as orch: ...
+    body, content_type = m.exposition()   # e.g. in GET /metrics
+
+With ``Metrics(registry=prometheus_client.REGISTRY)`` the series join the process's default
+registry instead, for a service that already exposes it.
 
 Label values never come from what the model or the server makes up, since each new value is
 a new time series kept for the process's life: a tool name the registry does not know (the
@@ -86,6 +94,21 @@ class Metrics:
         self.queue_depth = prom.Gauge(
             "orchestrator_jobs", "Jobs in the store by state", ["state"], registry=r
         )
+        self.run_duration = prom.Histogram(
+            "orchestrator_run_duration_seconds",
+            "Seconds from creating (or adopting) a run to its end, by outcome",
+            ["outcome"],
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=r,
+        )
+        self.tokens = prom.Counter(
+            "orchestrator_tokens",
+            "Tokens used by finished runs, by kind (prompt or completion)",
+            ["kind"],
+            registry=r,
+        )
+        #: Run id → when the driver started following it.
+        self._started: dict[str, float] = {}
 
     # RequestObserver
     def request_finished(self, endpoint: str, status: int | None, seconds: float) -> None:
@@ -105,14 +128,22 @@ class Metrics:
         if not self.enabled:
             return
         match event:
+            case events.RunCreated(run_id=run_id, at=at) | events.RunAdopted(run_id=run_id, at=at):
+                self._started.setdefault(run_id, at)
             case events.StatusChanged(current=status):
                 self.transitions.labels(_known(status, _STATUSES)).inc()
             case events.ToolCallFinished(name=name, error_type=error, duration=seconds):
                 tool = UNKNOWN if error in _NAME_NOT_REGISTERED else name
                 self.tool_calls.labels(tool, error or "ok").inc()
                 self.tool_latency.labels(tool).observe(seconds)
-            case events.RunFinished(outcome=outcome):
+            case events.RunFinished(run_id=run_id, run=run, outcome=outcome, at=at):
                 self.runs_finished.labels(outcome).inc()  # our own small vocabulary
+                started = self._started.pop(run_id, None)
+                if started is not None:
+                    self.run_duration.labels(outcome).observe(max(0.0, at - started))
+                if run.usage is not None:
+                    self.tokens.labels("prompt").inc(max(0, run.usage.prompt_tokens))
+                    self.tokens.labels("completion").inc(max(0, run.usage.completion_tokens))
             case _:
                 pass
 

@@ -595,6 +595,7 @@ class ListResponse(Struct, Generic[T]):
 ListRunsResponse = ListResponse[Run]
 ListRunStepsResponse = ListResponse[RunStep]
 ListMessagesResponse = ListResponse[Message]
+ListAssistantsResponse = ListResponse[Assistant]
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -703,6 +704,17 @@ class CreateAssistant(Struct, omit_defaults=True, kw_only=True):
     """Body of ``POST /assistants``."""
 
     model: str
+    name: str | None | UnsetType = UNSET
+    description: str | None | UnsetType = UNSET
+    instructions: str | None | UnsetType = UNSET
+    tools: list[ToolDefinition] | UnsetType = UNSET
+    metadata: dict[str, str] | None | UnsetType = UNSET
+
+
+class ModifyAssistant(Struct, omit_defaults=True, kw_only=True):
+    """Body of ``POST /assistants/{assistant_id}`` (fields left unset are not changed)."""
+
+    model: str | UnsetType = UNSET
     name: str | None | UnsetType = UNSET
     description: str | None | UnsetType = UNSET
     instructions: str | None | UnsetType = UNSET

@@ -11,16 +11,31 @@ import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from orchestrator import approvals, config, credentials, errors, events, models, tools, tracing
+from orchestrator import (
+    approvals,
+    config,
+    credentials,
+    errors,
+    events,
+    models,
+    toolcheck,
+    tools,
+    tracing,
+)
 from orchestrator import client as client_mod
 from orchestrator import driver as driver_mod
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from orchestrator.metrics import Metrics
 
 __all__ = ["Orchestrator", "RunStream"]
 
@@ -37,6 +52,14 @@ class Orchestrator:
             result = await orch.run(thread_id=tid, assistant_id=aid)
             async for event in orch.stream(thread_id=tid, assistant_id=aid):
                 ...
+
+        async with Orchestrator(base_url="http://127.0.0.1:8089/v1", api_key="sk-...") as orch:
+            ...
+
+    ``base_url`` and ``api_key`` are shortcuts over ``config.api`` (the key otherwise comes from
+    the variable ``api.api_key_env`` names). The modules in ``tools.modules`` are imported here.
+    ``metrics`` records Prometheus series (see ``orchestrator.metrics``); with opentelemetry
+    installed, spans go to ``tracer_provider`` (default: the global one).
     """
 
     def __init__(
@@ -45,10 +68,13 @@ class Orchestrator:
         *,
         registry: tools.ToolRegistry | None = None,
         client: client_mod.AssistantsClient | None = None,
+        base_url: str | None = None,
         api_key: config.Secret | str | None = None,
         handler: Handler | None = None,
         credential: credentials.TokenProvider | None = None,
         approve: approvals.Hook | None = None,
+        metrics: Metrics | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         """``credential`` (e.g. ``credentials.EntraToken()``) wins over ``api_key``; with
         neither, ``api.credential`` of the config decides. ``approve`` decides Foundry's MCP
@@ -57,14 +83,24 @@ class Orchestrator:
         from orchestrator import config as config_mod
 
         self.config = config or config_mod.Config()
+        if base_url is not None:
+            api = msgspec.structs.replace(self.config.api, base_url=base_url)
+            self.config = msgspec.structs.replace(self.config, api=api)
+        tools.import_tool_modules(self.config.tools.modules)
         self.registry = registry if registry is not None else tools.default_registry
         self._client = client
-        self._api_key = config_mod.Secret(api_key) if isinstance(api_key, str) else api_key
+        if isinstance(api_key, str):
+            api_key = config_mod.check_key(api_key, "api_key")
+        self._api_key = api_key
         self._credential = credential
         self._approve = approve
+        self._metrics = metrics
+        self.tool_check = toolcheck.ToolCheck(self.registry, self.config.tools.check_tools)
         self.subscribers = events.Subscribers()
         if tracing.AVAILABLE:
-            self.subscribers.add(tracing.SpanRecorder().observe)
+            self.subscribers.add(tracing.SpanRecorder(tracer_provider).observe)
+        if metrics is not None:
+            self.subscribers.add(metrics.observe)
         if handler is not None:
             self.subscribers.add(handler)
         self._stack: AsyncExitStack | None = None
@@ -79,12 +115,20 @@ class Orchestrator:
                 credential = self._credential
                 if credential is None and self._api_key is None:
                     credential = credentials.from_config(self.config.api)
+                if credential is None and not self._api_key:
+                    variable = self.config.api.api_key_env
+                    raise errors.ConfigError(
+                        f"no API key: set {variable} (api.api_key_env names the variable) or "
+                        f"pass api_key= or credential=; requests to "
+                        f"{self.config.api.base_url or 'OpenAI'} would go out unauthenticated"
+                    )
                 self._client = await stack.enter_async_context(
                     client_mod.AssistantsClient(
                         self.config.api,
                         self.config.retry,
                         api_key=self._api_key,
                         credential=credential,
+                        observer=self._metrics,
                     )
                 )
             self._driver = driver_mod.Driver(
@@ -164,6 +208,7 @@ class Orchestrator:
         (``instructions``, ``model``, ``tools``, ``metadata``, ...).
         """
         body = _create_body(assistant_id, messages, params)
+        await self.tool_check.check(self.client, assistant_id, body.tools)
         with tracing.ending_spans():
             return await self.driver.create(thread_id, body, emit=self._emitter(handler))
 
@@ -181,6 +226,7 @@ class Orchestrator:
             body = models.CreateThreadAndRun(assistant_id=assistant_id, thread=thread, **params)
         except TypeError as exc:
             raise errors.OrchestratorError(f"create_thread_and_run: {exc}") from exc
+        await self.tool_check.check(self.client, assistant_id, body.tools)
         with tracing.ending_spans():
             return await self.driver.create_thread_and_run(body, emit=self._emitter(handler))
 
@@ -215,7 +261,9 @@ class Orchestrator:
     ) -> RunStream:
         """Create and drive a run, yielding its events: ``async for ev in orch.stream(...)``.
 
-        Use ``async with orch.stream(...) as events`` to cancel the run if you stop early.
+        Stopping early cancels the run. Leaving ``async with orch.stream(...) as events`` waits
+        for that cancel to land (shielded, up to ``run.cancel_timeout``) before it returns; a
+        bare ``async for`` that breaks only starts the cancel, which finishes in the background.
         """
         body = _create_body(assistant_id, messages, params)
         return RunStream(self, thread_id, body, buffer)
@@ -233,6 +281,7 @@ class RunStream:
         self._buffer = buffer
         self._receive: MemoryObjectReceiveStream[events.Event] | None = None
         self._scope: anyio.CancelScope | None = None
+        self._done = anyio.Event()
         self.result: driver_mod.RunResult | None = None
         self.error: BaseException | None = None
 
@@ -254,11 +303,16 @@ class RunStream:
                 await send.send(event)
 
         assert self._scope is not None
-        with self._scope, send, tracing.ending_spans():
-            try:
-                self.result = await self._orch.driver.create(self._thread_id, self._body, emit=emit)
-            except Exception as exc:  # handed to the reader, re-raised there
-                self.error = exc
+        try:
+            with self._scope, send, tracing.ending_spans():
+                try:
+                    orch, body = self._orch, self._body
+                    await orch.tool_check.check(orch.client, body.assistant_id, body.tools)
+                    self.result = await orch.driver.create(self._thread_id, body, emit=emit)
+                except Exception as exc:  # handed to the reader, re-raised there
+                    self.error = exc
+        finally:
+            self._done.set()
 
     def __aiter__(self) -> AsyncIterator[events.Event]:
         return self._iterate()
@@ -283,6 +337,11 @@ class RunStream:
         self._stop_unfinished()
         if self._receive is not None:
             self._receive.close()
+            # The drive's cancel is shielded and bounded by run.cancel_timeout; wait for it so
+            # the thread is free when this returns (also when the caller is being cancelled).
+            limit = self._orch.config.run.cancel_timeout + 5
+            with anyio.CancelScope(shield=True), anyio.move_on_after(limit):
+                await self._done.wait()
 
     def _stop_unfinished(self) -> None:
         if self._scope is not None and self.result is None and self.error is None:

@@ -362,7 +362,9 @@ class RunLoop:
                     if found is None or found.data.is_terminal:
                         return
                     run = found.data
-                log.warning(
+                # A caller going away (a service's client disconnecting) is routine.
+                log.log(
+                    logging.INFO if cancelled else logging.WARNING,
                     "driver stopped (%s); cancelling the run",
                     "caller cancelled" if cancelled else type(exc).__name__,
                     extra={"run_id": run.id, "action": "cancel"},

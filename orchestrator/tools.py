@@ -22,7 +22,9 @@ import importlib
 import inspect
 import logging
 import math
+import os
 import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar, overload
@@ -345,12 +347,26 @@ def tool(
 
 
 def import_tool_modules(modules: Sequence[str]) -> None:
-    """Import the modules of ``tools.modules`` so that their ``@tool`` functions register."""
+    """Import the modules of ``tools.modules`` so that their ``@tool`` functions register.
+
+    The working directory goes on the import path first (as uvicorn and celery do), so a
+    ``mytools.py`` next to config.yaml is found. Any failure is a one-line ConfigError.
+    """
+    if modules and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for module in modules:
+        if not isinstance(module, str) or not all(p.isidentifier() for p in module.split(".")):
+            raise errors.ConfigError(f"tools.modules: {module!r} is not a module name")
         try:
             importlib.import_module(module)
         except ImportError as exc:
             raise errors.ConfigError(f"tools.modules: cannot import {module!r}: {exc}") from exc
+        except errors.ToolDefinitionError as exc:
+            raise errors.ConfigError(f"tools.modules: {module!r}: {exc}") from exc
+        except Exception as exc:  # the module's own code failed while importing
+            raise errors.ConfigError(
+                f"tools.modules: importing {module!r} raised {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def encode_output(value: object) -> str:

@@ -8,6 +8,14 @@ whatever tracer provider the application configured (the API's no-op one by defa
 A run's span ends at ``RunFinished``; a drive that ends by an exception or a cancellation sends
 no such event, so the ``Orchestrator`` drives each run inside ``ending_spans()``, which ends
 (as errors) the spans of the runs started within it that are still open when it exits that way.
+
+Who registers the recorder: the ``Orchestrator`` does, by itself (``tracer_provider=`` picks the
+provider; default the global one), and so does the CLI worker (the global provider). Registering
+another one on top records every span twice. The CLI sets up no provider of its own: run it
+under ``opentelemetry-instrument`` (package ``opentelemetry-distro`` plus an exporter, configured
+by the standard ``OTEL_*`` variables), e.g.
+``OTEL_SERVICE_NAME=orchestrator opentelemetry-instrument orchestrator worker``, or set the
+global provider in a module listed in ``tools.modules``.
 """
 
 from __future__ import annotations
@@ -53,7 +61,11 @@ def ending_spans() -> Iterator[None]:
 
 
 class SpanRecorder:
-    """An event handler that turns a run's events into spans."""
+    """An event handler that turns a run's events into spans.
+
+    The Orchestrator and the CLI worker already register one; add one yourself only where
+    nothing does (a ``Driver`` or ``Worker`` wired by hand), else spans are doubled.
+    """
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         from opentelemetry import trace
@@ -63,7 +75,7 @@ class SpanRecorder:
         self._runs: dict[str, Span] = {}
 
     def observe(self, event: Any) -> None:
-        """Record one driver event (register with ``Orchestrator.on()`` or ``handler=``)."""
+        """Record one driver event (for a ``Driver`` or ``Worker`` you wire yourself)."""
         match event:
             case events.RunCreated(run=run) | events.RunAdopted(run=run):
                 self._runs[run.id] = self._tracer.start_span(

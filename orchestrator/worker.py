@@ -48,6 +48,7 @@ from orchestrator import (
     metrics,
     models,
     recovery,
+    toolcheck,
     tools,
 )
 from orchestrator import client as client_mod
@@ -59,6 +60,11 @@ log = logging.getLogger(__name__)
 
 #: Run metadata key that ties a run to the job that created it.
 JOB_METADATA_KEY: Final = "orchestrator_job"
+#: A store failing to claim for this many lease periods in a row stops the worker: by then every
+#: lease it held has lapsed, and waiting longer only fills the log (a corrupt file stays corrupt).
+_STORE_PATIENCE_LEASES: Final = 4
+#: Longest pause between claims while the store keeps failing (the pause doubles up to it).
+_STORE_RETRY_CAP: Final = 5.0
 
 
 @dataclass(eq=False)
@@ -148,6 +154,7 @@ class Worker:
         self.metrics = metrics_ or metrics.Metrics()
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.driver = driver.Driver(client, registry, settings, cancel_on_abort=False)
+        self.tool_check = toolcheck.ToolCheck(registry, settings.tools.check_tools)
         self.subscribers = events.Subscribers()
         self.subscribers.add(self.metrics.observe)
         if handler is not None:
@@ -157,9 +164,16 @@ class Worker:
         self._slot_free = anyio.Event()
         self._stop_requests = 0
         self._scope: anyio.CancelScope | None = None
+        #: Why the worker stopped on its own (a store that kept failing); raised by ``run``.
+        self._fatal: errors.StoreError | None = None
         self.health_address: tuple[str, int] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def stop_requested(self) -> bool:
+        """``stop()`` was called (by a signal handler, say)."""
+        return self._stop_requests > 0
 
     @property
     def aborted(self) -> bool:
@@ -177,7 +191,11 @@ class Worker:
             self._scope.cancel()
 
     async def run(self, *, until_idle: bool = False) -> None:
-        """Work until ``stop()`` (or, with ``until_idle``, until no job is left to do)."""
+        """Work until ``stop()`` (or, with ``until_idle``, until no job is left to do).
+
+        Raises ``errors.StoreError`` (after draining) when the store could not be used for
+        ``4 * worker.lease_seconds`` in a row.
+        """
         with anyio.CancelScope() as scope:
             self._scope = scope
             async with anyio.create_task_group() as tg:
@@ -192,9 +210,14 @@ class Worker:
                 await self._claim_loop(tg, until_idle=until_idle)
                 await self._drain()
                 tg.cancel_scope.cancel()
+        if self._fatal is not None:
+            raise self._fatal
 
     async def _claim_loop(self, tg: anyio.abc.TaskGroup, *, until_idle: bool) -> None:
         wcfg = self.settings.worker
+        patience = _STORE_PATIENCE_LEASES * wcfg.lease_seconds
+        failing_since: float | None = None
+        failures = 0
         while not self._stopping.is_set():
             if len(self._in_flight) >= wcfg.concurrency:
                 await self._wait_slot()
@@ -206,11 +229,33 @@ class Worker:
                     lease_seconds=wcfg.lease_seconds,
                     max_attempts=wcfg.max_attempts,
                 )
+                idle = job is None and until_idle and not self._in_flight
+                done = idle and await self._nothing_left()
             except errors.StoreError as exc:
-                # A busy or briefly unreadable database: the jobs are safe in it; try again.
-                log.error("claiming failed: %s", exc, extra={"action": "claim"})
-                await self._wait_slot(wait=wcfg.idle_poll_seconds)
+                # A busy database is worth waiting for, within bounds; a damaged one is not.
+                failures += 1
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= patience:
+                    self._fatal = errors.StoreError(
+                        f"the job store failed for {now - failing_since:.0f} s"
+                        f" ({failures} tries); stopping the worker: {exc}"
+                    )
+                    log.critical("%s", self._fatal, extra={"action": "store_failed"})
+                    self._stopping.set()
+                    return
+                log.error(
+                    "claiming failed (try %d; the worker stops after %.0f s of this): %s",
+                    failures,
+                    patience,
+                    exc,
+                    extra={"action": "claim"},
+                )
+                await self._wait_slot(
+                    wait=min(wcfg.idle_poll_seconds * 2 ** min(failures, 16), _STORE_RETRY_CAP)
+                )
                 continue
+            failing_since, failures = None, 0
             if job is not None and job.state is store_base.JobState.FAILED:
                 await self._gave_up(job)  # out of attempts: its run must not hold the thread
                 continue
@@ -226,7 +271,7 @@ class Worker:
                 self._in_flight[job.id] = entry
                 tg.start_soon(self._execute, entry, name=f"job {job.id}")
                 continue
-            if until_idle and not self._in_flight and await self._nothing_left():
+            if done:
                 log.info("no jobs left; stopping", extra={"action": "idle"})
                 return
             await self._wait_slot(wait=wcfg.idle_poll_seconds)
@@ -402,6 +447,7 @@ class Worker:
                 thread_id, run_id, emit=emit, ledger=ledger, attempt=job.attempts
             )
         body = spec.run_request()
+        await self.tool_check.check(self.client, spec.assistant_id, body.tools)
         metadata = dict(body.metadata or {}) if body.metadata is not msgspec.UNSET else {}
         metadata[JOB_METADATA_KEY] = job.id
         body = msgspec.structs.replace(body, metadata=metadata)

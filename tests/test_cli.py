@@ -31,8 +31,9 @@ def keep_root_logger() -> Iterator[None]:
 
 def test_run_starts_the_emulator_and_prints_transitions(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["run", "--message", "What time is it in Tokyo?"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert "bundled emulator" in out[0]
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert "bundled emulator" in captured.err  # banners go to stderr, results to stdout
     assert any(line.startswith("run run_") and "created" in line for line in out)
     assert any("-> requires_action" in line for line in out)
     assert any(line.startswith("submitted") for line in out)
@@ -45,7 +46,8 @@ def test_run_json_stream_mode_prints_one_event_per_line(
 ) -> None:
     assert cli.main(["run", "--message", "hi", "--mode", "stream", "--json"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    decoded = [events.decode_event(line.encode()) for line in lines[1:]]
+    # stdout is JSON lines only (the emulator banner goes to stderr)
+    decoded = [events.decode_event(line.encode()) for line in lines]
     assert isinstance(decoded[0], events.RunCreated)
     assert isinstance(decoded[-1], events.RunFinished)
     assert decoded[-1].outcome == "completed"
@@ -64,8 +66,9 @@ def test_run_without_assistant_against_a_real_endpoint_is_a_config_error(
 
 def test_demo_drives_jobs_and_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["demo", "--jobs", "3"]) == 0
-    out = capsys.readouterr().out
-    assert "bundled emulator" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "bundled emulator" in captured.err
     table = out[out.index("job ") :].splitlines()
     assert table[0].split()[:3] == ["job", "state", "tries"]
     rows = table[2:]

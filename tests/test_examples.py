@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -30,7 +32,9 @@ def load_example() -> ModuleType:
 
 async def test_embedded_service_answers_questions_by_driving_runs() -> None:
     example = load_example()
-    cfg = Config()
+    # As `python examples/embedded_service.py` run from the repository root: ./config.yaml
+    # names the example tools' module, which the Orchestrator imports.
+    cfg = msgspec.convert({"tools": {"modules": ["handlers"]}}, Config)
     runner = web.AppRunner(example.make_app(cfg))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -47,5 +51,8 @@ async def test_embedded_service_answers_questions_by_driving_runs() -> None:
     finally:
         await runner.cleanup()
     assert answer["status"] == "completed"
-    assert answer["tool_calls"]  # the demo assistant called the example tools
-    assert answer["reply"]
+    assert len(answer["tool_calls"]) == 1  # the scripted assistant called one example tool
+    output = json.loads(answer["outputs"][0])
+    assert "error" not in output  # a real result, not an error output
+    assert output["timezone"] == "Asia/Tokyo"
+    assert answer["reply"].startswith("In Tokyo it is {")

@@ -7,7 +7,6 @@ import sqlite3
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,6 @@ def hello(thread_id: str | None = None) -> CreateJob:
 
 def done(status: str = "completed") -> JobResult:
     return JobResult(status=status, reply="hi", tool_calls=1)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def st(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    impl: JobStore = (
-        store.MemoryStore() if request.param == "memory" else store.SqliteStore(tmp_path / "j.db")
-    )
-    async with impl:
-        yield impl
 
 
 @pytest.fixture

@@ -44,17 +44,20 @@ async def test_run_and_tool_spans(client: AssistantsClient) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    recorder = tracing.SpanRecorder(tracer_provider=provider)
     cfg = msgspec.convert({"poll": {"initial_interval": 0.01, "max_interval": 0.02}}, config.Config)
 
     assistant = await client.create_assistant(model="m", tools=registry.definitions())
     thread = await client.create_thread()
+    # The Orchestrator registers its own recorder: no second one (that would double spans).
     async with orch_mod.Orchestrator(
-        cfg, registry=registry, client=client, handler=recorder.observe
+        cfg, registry=registry, client=client, tracer_provider=provider
     ) as orch:
         result = await orch.run(thread_id=thread.id, assistant_id=assistant.id)
 
-    spans = {s.name: s for s in exporter.get_finished_spans()}
+    finished = exporter.get_finished_spans()
+    assert [s.name for s in finished].count("assistants.run") == 1
+    assert [s.name for s in finished].count("tool double") == 1
+    spans = {s.name: s for s in finished}
     run_span = spans["assistants.run"]
     assert run_span.attributes is not None
     assert run_span.attributes["assistants.run_id"] == result.run.id

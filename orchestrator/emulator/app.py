@@ -11,31 +11,21 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
-import msgspec
 from aiohttp import web
 
 from orchestrator import models
-from orchestrator.emulator import core, gate, lifecycle, replies, sse, state
+from orchestrator.emulator import bodies, core, gate, lifecycle, replies, sse, state
 
 __all__ = ["build_app"]
 
 T = TypeVar("T")
 
-_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 _RUN_CREATED: Final = "thread.run.created"
 
 
 async def _body(request: web.Request, type_: type[T]) -> T:
-    dec = _decoders.get(type_)
-    if dec is None:
-        dec = _decoders[type_] = msgspec.json.Decoder(type_)
-    raw = await request.read()
-    try:
-        return dec.decode(raw or b"{}")  # type: ignore[no-any-return]
-    except msgspec.ValidationError as exc:
-        raise replies.validation_error(exc) from None
-    except msgspec.DecodeError:
-        raise replies.invalid_json() from None
+    raw = await bodies.read(request, _engine(request).settings.body_timeout)
+    return bodies.decode(raw, type_)
 
 
 def _engine(request: web.Request) -> core.Engine:
@@ -89,6 +79,12 @@ async def create_assistant(request: web.Request) -> web.StreamResponse:
 
 async def get_assistant(request: web.Request) -> web.StreamResponse:
     return replies.json_response(_engine(request).assistant(request.match_info["assistant_id"]))
+
+
+async def modify_assistant(request: web.Request) -> web.StreamResponse:
+    body = await _body(request, models.ModifyAssistant)
+    engine = _engine(request)
+    return replies.json_response(engine.modify_assistant(request.match_info["assistant_id"], body))
 
 
 async def list_assistants(request: web.Request) -> web.StreamResponse:
@@ -251,6 +247,7 @@ ROUTES: Final[tuple[tuple[str, str, _Handler], ...]] = (
     ("POST", "/assistants", create_assistant),
     ("GET", "/assistants", list_assistants),
     ("GET", "/assistants/{assistant_id}", get_assistant),
+    ("POST", "/assistants/{assistant_id}", modify_assistant),
     ("POST", "/threads", create_thread),
     ("POST", "/threads/runs", create_thread_and_run),
     ("GET", _T, get_thread),
@@ -270,7 +267,7 @@ ROUTES: Final[tuple[tuple[str, str, _Handler], ...]] = (
 
 def build_app(engine: core.Engine) -> web.Application:
     """The aiohttp application serving ``engine``."""
-    app = web.Application(middlewares=[gate.middleware], client_max_size=8 * 1024 * 1024)
+    app = web.Application(middlewares=[gate.middleware], client_max_size=bodies.MAX_BODY_BYTES)
     app[gate.ENGINE] = engine
     for prefix in ("/v1", "/openai"):
         for method, path, handler in ROUTES:

@@ -143,6 +143,22 @@ class Engine:
         self.store.assistants[assistant.id] = assistant
         return assistant
 
+    def modify_assistant(self, assistant_id: str, body: models.ModifyAssistant) -> models.Assistant:
+        """The assistant with the fields the body sets replaced (404 if there is none)."""
+        old = self.assistant(assistant_id)
+        changes = {
+            f: getattr(body, f)
+            for f in body.__struct_fields__
+            if getattr(body, f) is not msgspec.UNSET
+        }
+        if isinstance(changes.get("metadata"), dict):
+            _check_metadata(changes["metadata"])
+            if script.SCRIPT_KEY in changes["metadata"]:
+                self._script(changes["metadata"][script.SCRIPT_KEY])
+        new = msgspec.structs.replace(old, **changes)
+        self.store.assistants[assistant_id] = new
+        return new
+
     def create_thread(
         self, body: models.CreateThread | models.ThreadRequest | UnsetType
     ) -> state.ThreadState:
@@ -301,7 +317,8 @@ def _faults(text: str | None) -> settings.FaultSettings | None:
         return None
     try:
         return _faults_decoder.decode(text)
-    except (msgspec.DecodeError, errors.ConfigError) as exc:
+    # RecursionError: JSON nested too deeply for the decoder.
+    except (msgspec.DecodeError, errors.ConfigError, RecursionError) as exc:
         raise replies.ApiError(
             400,
             f"Invalid 'metadata.{script.FAULTS_KEY}': {exc}",
@@ -351,12 +368,21 @@ def _check_metadata(metadata: dict[str, str]) -> None:
             )
 
 
-def _content(part: dict[str, Any]) -> models.MessageContent:
+def _content(part: dict[str, Any], index: int) -> models.MessageContent:
     kind = str(part.get("type", "text"))
     if kind == "text":
         text = part.get("text")
-        value = text if isinstance(text, str) else str((text or {}).get("value", ""))
-        return models.MessageContent(type="text", text=models.TextValue(value=value))
+        if isinstance(text, dict):
+            text = text.get("value", "")
+        if not isinstance(text, str):
+            raise replies.ApiError(
+                400,
+                f"Invalid type for 'content[{index}].text': expected a string, but got "
+                f"{_json_kind(text)} instead.",
+                param=f"content[{index}].text",
+                code="invalid_type",
+            )
+        return models.MessageContent(type="text", text=models.TextValue(value=text))
     return models.MessageContent(
         type=kind, image_file=part.get("image_file"), image_url=part.get("image_url")
     )
@@ -366,7 +392,7 @@ def _message(req: models.MessageRequest, thread_id: str, now: float) -> models.M
     if isinstance(req.content, str):
         content = [models.MessageContent(type="text", text=models.TextValue(value=req.content))]
     else:
-        content = [_content(p) for p in req.content]
+        content = [_content(p, i) for i, p in enumerate(req.content)]
     return models.Message(
         id=state.new_id("msg_"),
         created_at=int(now),
@@ -378,3 +404,21 @@ def _message(req: models.MessageRequest, thread_id: str, now: float) -> models.M
         attachments=_given(req.attachments, []),
         completed_at=int(now),
     )
+
+
+def _json_kind(value: object) -> str:
+    """How the API names a JSON value's type in its messages."""
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return "a boolean"
+        case int():
+            return "an integer"
+        case float():
+            return "a decimal"
+        case list():
+            return "an array"
+        case dict():
+            return "an object"
+    return "a string"

@@ -19,7 +19,7 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
-from orchestrator.emulator import core, faults, foundry_auth, replies, settings
+from orchestrator.emulator import bodies, core, faults, foundry_auth, replies, settings
 
 __all__ = ["AFTER_FAULT", "ENGINE", "INTERNAL_PREFIX", "middleware", "on_prepare"]
 
@@ -52,27 +52,50 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Auth, rate limit, faults, error bodies and counting around every API request."""
-    if request.path.startswith(INTERNAL_PREFIX):
-        return await handler(request)
+    """Auth, rate limit, faults, error bodies and counting around every API request.
+
+    The emulator's own routes (``/_emulator/*``) get auth and error bodies only.
+    """
     engine = request.app[ENGINE]
+    internal = request.path.startswith(INTERNAL_PREFIX)
     try:
-        response = await _serve(engine, request, handler)
+        if internal:
+            response = await _serve_internal(engine, request, handler)
+        else:
+            response = await _serve(engine, request, handler)
     except replies.ApiError as exc:
         response = exc.response()
-    except web.HTTPException as exc:  # the router's 404 and 405
+    except web.HTTPException as exc:  # the router's 404 and 405, aiohttp's 413
         if exc.status < 400:
             raise
-        what = "URL" if exc.status == 404 else "method"
-        response = replies.ApiError(
-            exc.status, f"Invalid {what} ({request.method} {request.path})"
-        ).response()
+        response = _http_error(request, exc).response()
     except Exception:
         logger.exception("emulator handler failed", extra={"path": request.path})
         response = replies.ApiError(500, "The emulator failed.", type="server_error").response()
-    status = "dropped" if request.get(_DROPPED) else str(response.status)
-    engine.counters.requests[(_route_name(request), status)] += 1
+    if not internal:
+        status = "dropped" if request.get(_DROPPED) else str(response.status)
+        engine.counters.requests[(_route_name(request), status)] += 1
     return response
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> replies.ApiError:
+    """An error aiohttp raised, in the API's error shape."""
+    if exc.status == 413:
+        return bodies.too_large()
+    if exc.status in (404, 405):
+        what = "URL" if exc.status == 404 else "method"
+        return replies.ApiError(exc.status, f"Invalid {what} ({request.method} {request.path})")
+    return replies.ApiError(exc.status, exc.reason)
+
+
+async def _serve_internal(
+    engine: core.Engine, request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    key = engine.settings.require_api_key
+    if key is not None:  # either client's header will do: these routes serve both forms
+        azure = "Authorization" not in request.headers and "api-key" in request.headers
+        _authorize(request, key.get(), azure=azure)
+    return await handler(request)
 
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:

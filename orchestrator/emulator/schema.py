@@ -5,19 +5,49 @@ Covers what tool schemas use: ``type`` (also as a list), ``enum``/``const``, ``$
 properties (optional ones half the time), ``items``/``prefixItems`` with ``minItems``/``maxItems``/
 ``uniqueItems``, string ``format``s and length bounds, and numeric bounds with ``multipleOf``.
 ``pattern`` is not honoured (a fixed word is used).
+
+Schemas come from callers, so the work is bounded: past ``_MAX_DEPTH`` optional properties are
+left out, ``anyOf``/``oneOf`` take a branch that ends the recursion (``null``, or one without a
+``$ref``) and arrays keep to their minimum, so a recursive struct (``next: Node | None``) gets a
+short valid chain; past ``_HARD_DEPTH`` or ``_BUDGET`` generated values a subtree is cut short
+(the arguments are then invalid, as a model's can be). A schema it cannot read gives ``{}``.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 import random
 import uuid
 from typing import Any, Final
 
+import msgspec
+
 __all__ = ["synthesize"]
 
+log = logging.getLogger(__name__)
+
 _MAX_DEPTH: Final = 8
+#: Below this nesting a subtree is cut short even if that breaks the schema.
+_HARD_DEPTH: Final = 32
+#: Values generated per call at most (``minItems: 3000000`` must not hold the event loop).
+_BUDGET: Final = 20_000
+#: Characters of one string at most.
+_MAX_TEXT: Final = 10_000
+_INT64: Final = 2**63 - 1
+_encoder: Final = msgspec.json.Encoder()
+#: What a schema written by someone else can make the generator trip over.
+_BROKEN: Final = (
+    AttributeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    RecursionError,
+    TypeError,
+    ValueError,
+    ZeroDivisionError,
+)
 _WORDS: Final = ("alpha", "bravo", "cedar", "delta", "ember", "fjord", "glade", "harbor")
 _EPOCH: Final = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
 
@@ -25,16 +55,22 @@ Schema = dict[str, Any]
 
 
 def synthesize(schema: Schema | None, rng: random.Random) -> Any:
-    """A value valid for ``schema`` (an object schema gives a dict)."""
-    return _Gen(schema or {}, rng).value(schema or {}, 0)
+    """A value valid for ``schema`` (an object schema gives a dict); ``{}`` if unreadable."""
+    root = schema if isinstance(schema, dict) else {}
+    try:
+        return _Gen(root, rng).value(root, 0)
+    except _BROKEN as exc:
+        log.debug("cannot synthesise arguments for this schema: %r", exc)
+        return {}
 
 
 class _Gen:
-    __slots__ = ("rng", "root")
+    __slots__ = ("left", "rng", "root")
 
     def __init__(self, root: Schema, rng: random.Random) -> None:
         self.root = root
         self.rng = rng
+        self.left = _BUDGET
 
     def resolve(self, schema: Schema) -> Schema:
         seen = 0
@@ -42,12 +78,19 @@ class _Gen:
             node: Any = self.root
             for part in str(schema["$ref"]).lstrip("#/").split("/"):
                 if part:
-                    node = node.get(part.replace("~1", "/").replace("~0", "~"), {})
+                    key = part.replace("~1", "/").replace("~0", "~")
+                    node = node.get(key, {}) if isinstance(node, dict) else {}
+            node = node if isinstance(node, dict) else {}
             schema = {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
             seen += 1
         return schema
 
-    def value(self, schema: Schema, depth: int) -> Any:
+    def value(self, schema: Any, depth: int) -> Any:
+        self.left -= 1
+        if not isinstance(schema, dict):  # `true`, `false` or junk: anything will do
+            return None
+        if depth > _HARD_DEPTH or self.left <= 0:
+            return None
         schema = self.resolve(schema)
         if "const" in schema:
             return schema["const"]
@@ -59,8 +102,15 @@ class _Gen:
                 merged = _merge(merged, self.resolve(part))
             return self.value(merged, depth + 1)
         for key in ("anyOf", "oneOf"):
-            if key in schema:
-                options = [self.resolve(o) for o in schema[key]]
+            if schema.get(key):
+                raw = [o for o in schema[key] if isinstance(o, dict)] or [{}]
+                if depth >= _MAX_DEPTH:  # deep enough: take a branch that ends the recursion
+                    ends = [o for o in raw if o.get("type") == "null"]
+                    ends = ends or [o for o in raw if "$ref" not in o] or raw
+                    pick = self.resolve(ends[0])
+                    rest = {k: v for k, v in schema.items() if k != key}
+                    return self.value(_merge(rest, pick), depth + 1)
+                options = [self.resolve(o) for o in raw]
                 # Prefer a non-null branch: a null argument tests little. oneOf needs exactly
                 # one match, so take the first option (schemas in tools rarely overlap).
                 usable = [o for o in options if o.get("type") != "null"] or options
@@ -108,18 +158,23 @@ class _Gen:
             prefix, items = items, schema.get("additionalItems")
         lo = int(schema.get("minItems", 0))
         hi = int(schema.get("maxItems", max(lo, len(prefix), 1 if depth >= _MAX_DEPTH else 3)))
+        hi = max(hi, lo, 0)
         n = max(lo, len(prefix)) if depth >= _MAX_DEPTH else self.rng.randint(max(lo, 0), hi)
         n = max(n, min(len(prefix), hi))
         out: list[Any] = []
         unique = bool(schema.get("uniqueItems"))
+        seen: set[bytes] = set()
         tries = 0
-        while len(out) < n and tries < n * 10 + 10:
+        while len(out) < n and tries < n * 10 + 10 and self.left > 0:
             tries += 1
             idx = len(out)
             sub = prefix[idx] if idx < len(prefix) else items if isinstance(items, dict) else {}
             val = self.value(sub, depth + 1)
-            if unique and val in out:
-                continue
+            if unique:
+                key = _encoder.encode(val)
+                if key in seen:
+                    continue
+                seen.add(key)
             out.append(val)
         return out
 
@@ -129,8 +184,10 @@ class _Gen:
         if isinstance(step, int) and step > 0:
             first, last = math.ceil(lo / step), math.floor(hi / step)
             if first <= last:
-                return int(self.rng.randint(first, last) * step)
-        return self.rng.randint(int(lo), int(hi))
+                return max(-_INT64, min(_INT64, int(self.rng.randint(first, last) * step)))
+        # JSON numbers beyond 64 bits are refused by most decoders (ours included).
+        lo, hi = max(-_INT64, min(_INT64, int(lo))), max(-_INT64, min(_INT64, int(hi)))
+        return self.rng.randint(lo, max(lo, hi))
 
     def number(self, schema: Schema) -> float:
         lo, hi = _bounds(schema, integer=False)
@@ -147,8 +204,8 @@ class _Gen:
         text = self._formatted(fmt) if isinstance(fmt, str) else None
         if text is None:
             text = self.word()
-        lo = int(schema.get("minLength", 0))
-        hi = int(schema.get("maxLength", max(lo, len(text))))
+        lo = min(int(schema.get("minLength", 0)), _MAX_TEXT)
+        hi = max(0, int(schema.get("maxLength", max(lo, len(text)))))
         if len(text) < lo:
             text = (text + "x" * lo)[:lo]
         return text[:hi]
@@ -210,6 +267,8 @@ def _bounds(schema: Schema, *, integer: bool) -> tuple[float, float]:
         lo = 0 if hi is None or hi >= 100 else hi - 100
     if hi is None:
         hi = lo + 100
+    # Finite, whatever the schema says (1e999 decodes as inf).
+    lo, hi = max(-1e300, min(1e300, float(lo))), max(-1e300, min(1e300, float(hi)))
     if integer:
         lo, hi = math.ceil(lo), math.floor(hi)
     return lo, max(lo, hi)

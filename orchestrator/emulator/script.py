@@ -120,6 +120,8 @@ def parse_script(text: str) -> tuple[Round, ...]:
         raw = _script_decoder.decode(text)
     except msgspec.DecodeError as exc:
         raise ScriptError(f"{SCRIPT_KEY}: {exc}") from exc
+    except RecursionError as exc:  # arguments nested thousands deep
+        raise ScriptError(f"{SCRIPT_KEY}: JSON nested too deeply") from exc
     rounds: list[Round] = []
     pending = 0.0  # think_ms of rounds with no outcome, added to the next one
     for i, r in enumerate(raw):
@@ -176,7 +178,10 @@ def _arguments(call: _Call | _McpCall) -> str:
         return call.arguments_raw
     if call.arguments is msgspec.UNSET:
         return "{}"
-    return _encoder.encode(call.arguments).decode()
+    try:
+        return _encoder.encode(call.arguments).decode()
+    except (msgspec.EncodeError, OverflowError, RecursionError) as exc:
+        raise ScriptError(f"{SCRIPT_KEY}: arguments of {call.name!r}: {exc}") from exc
 
 
 # --- the default script ------------------------------------------------------------------------
@@ -191,7 +196,10 @@ def arguments_for(function: models.FunctionDefinition, seed: int) -> str:
     args = _args_cache.get(key)
     if args is None:
         value = schema.synthesize(params, random.Random(f"{seed}:{function.name}"))
-        args = _encoder.encode(value if isinstance(value, dict) else {}).decode()
+        try:
+            args = _encoder.encode(value if isinstance(value, dict) else {}).decode()
+        except (msgspec.EncodeError, OverflowError, RecursionError, TypeError):
+            args = "{}"
         if len(_args_cache) > 4096:  # bounded: schemas come from callers
             _args_cache.clear()
         _args_cache[key] = args

@@ -8,6 +8,7 @@ run may override through its ``emulator_faults`` metadata.
 from __future__ import annotations
 
 import argparse
+import math
 import types
 import typing
 from typing import Annotated, Any, Final, Literal, Union
@@ -78,7 +79,12 @@ class FaultSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     ] = False
 
     def __post_init__(self) -> None:
-        # Meta constraints only apply when decoding; constructing checks here too.
+        # Meta constraints only apply when decoding; constructing checks here too. NaN passes
+        # every comparison below, so non-finite numbers are refused first.
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise errors.ConfigError(f"{name}: must be a finite number, got {value}")
         for kind in (*FAULT_KINDS, "stream_cut", "stream_garble"):
             p = getattr(self, f"fault_{kind}")
             if not 0.0 <= p <= 1.0:
@@ -123,6 +129,9 @@ class EmulatorSettings(FaultSettings, frozen=True, kw_only=True, forbid_unknown_
     require_api_key: Annotated[
         config.Secret | None, Meta(description="the one API key accepted (default: any)")
     ] = None
+    body_timeout: Annotated[
+        float, Meta(gt=0.0, description="time to receive a request body before a 408, s")
+    ] = 30.0
     seed: Annotated[int, Meta(description="seed of faults and synthesised arguments")] = 0
     rate_limit_rps: Annotated[
         Annotated[float, Meta(gt=0.0)] | None,
@@ -142,6 +151,10 @@ class EmulatorSettings(FaultSettings, frozen=True, kw_only=True, forbid_unknown_
         for name in ("queue_delay", "think_delay", "cancel_delay"):
             if getattr(self, name) < 0:
                 raise errors.ConfigError(f"{name}: must be >= 0")
+        if not 0 < self.body_timeout < float("inf"):  # written so that NaN fails too
+            raise errors.ConfigError(
+                f"body_timeout: must be a positive number of seconds, got {self.body_timeout!r}"
+            )
         if self.run_ttl <= 0 or (self.rate_limit_rps is not None and self.rate_limit_rps <= 0):
             raise errors.ConfigError("run_ttl and rate_limit_rps must be > 0")
         if self.foundry_token_ttl is not None and not self.foundry_token_ttl > 0:
@@ -184,6 +197,17 @@ def _unwrap(tp: Any) -> tuple[Any, str]:
             return tp, description
 
 
+def _finite(text: str) -> float:
+    """An argparse type: a finite float (``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per ``EmulatorSettings`` field (``--host``/``--port`` are the CLI's)."""
     hints = typing.get_type_hints(EmulatorSettings, include_extras=True)
@@ -203,7 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 help=help_text,
             )
             continue
-        conv = str if base is config.Secret else base
+        conv = str if base is config.Secret else _finite if base is float else base
         metavar = "KEY" if base is config.Secret else field.name.upper()
         if base is config.Secret:
             help_text = f"{description}; visible to other local users in the process list"

@@ -44,11 +44,14 @@ __all__ = [
 ]
 
 
-def open_store(worker: config.WorkerConfig) -> JobStore:
-    """The store ``worker.store`` names, not yet opened: use it as ``async with store:``."""
+def open_store(worker: config.WorkerConfig, *, readonly: bool = False) -> JobStore:
+    """The store ``worker.store`` names, not yet opened: use it as ``async with store:``.
+
+    ``readonly``: for reading only (``status``); the store writes nothing, not even its schema.
+    """
     match worker.store:
         case "sqlite":
-            return SqliteStore(worker.sqlite_path)
+            return SqliteStore(worker.sqlite_path, readonly=readonly)
         case "memory":
             return MemoryStore()
         case "postgres":

@@ -26,6 +26,15 @@ Guarantees every implementation gives (memory, SQLite, and later PostgreSQL via 
   call's attempts; ``save_output`` stores each output before it is submitted; ``mark_submitted``
   records that the server took the round. A resumed job reads ``calls`` to re-submit stored
   outputs, re-run begun calls at a higher attempt, and never re-send a round the server took.
+* **Quarantine, never a blocked queue.** A row ``claim`` cannot load (a spec that
+  ``decode_spec`` refuses, e.g. corrupted bytes or a newer ``SPEC_VERSION``; a column of the wrong
+  type; a ``state`` that is not a ``JobState``) is *quarantined* instead of raising: in the claim's
+  own transaction the store sets it FAILED with ``quarantine_result(reason)`` as its result,
+  clears its lease, appends ``quarantine_message(reason)`` to its history, leaves every other
+  column (the spec bytes above all) untouched, and goes on to the next claimable job. Rows in an
+  unknown state are swept at least whenever ``claim`` finds nothing to claim, so ``counts`` and
+  ``worker --until-idle`` see them as FAILED. Read paths never quarantine: ``list_jobs`` skips an
+  unreadable row (logging a warning) and ``get`` raises ``errors.StoreError`` naming the job.
 * **An audit trail.** ``history`` is an append-only per-job log of what the store did (enqueued,
   claimed, lease reclaimed, recorded, released, stale write rejected, completed) plus whatever
   the worker adds with ``append_history``.
@@ -60,6 +69,8 @@ __all__ = [
     "RunOverrides",
     "decode_spec",
     "encode_spec",
+    "quarantine_message",
+    "quarantine_result",
 ]
 
 #: Version of the stored spec envelope; a store refuses records newer than it understands.
@@ -214,7 +225,15 @@ class _StoredSpec(Struct, frozen=True):
     spec: JobSpec
 
 
-_spec_decoder: Final = msgspec.json.Decoder(_StoredSpec)
+class _StoredHead(Struct, frozen=True):
+    """The envelope alone: its version is read before the spec is trusted to parse."""
+
+    v: int
+    spec: msgspec.Raw
+
+
+_head_decoder: Final = msgspec.json.Decoder(_StoredHead)
+_body_decoder: Final[msgspec.json.Decoder[JobSpec]] = msgspec.json.Decoder(JobSpec)
 _spec_encoder: Final = msgspec.json.Encoder()
 
 
@@ -235,14 +254,41 @@ def encode_spec(spec: JobSpec) -> bytes:
 
 
 def decode_spec(data: bytes | str) -> JobSpec:
-    """Load a stored spec (``{"v": 1, "spec": {...}}``); raises ``errors.InvalidJob``."""
+    """Load a stored spec (``{"v": 1, "spec": {...}}``); raises ``errors.InvalidJob`` only.
+
+    Whatever the bytes (damaged, hostile, nested thousands deep, invalid UTF-8, not bytes at all,
+    written by a newer version), the answer is a spec or ``InvalidJob`` saying why.
+    """
     try:
-        stored = _spec_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise errors.InvalidJob(f"invalid job spec: {exc}") from exc
-    if stored.v > SPEC_VERSION:
-        raise errors.InvalidJob(f"job spec version {stored.v} is newer than {SPEC_VERSION}")
-    return stored.spec
+        head = _head_decoder.decode(data)
+        if head.v > SPEC_VERSION:
+            raise errors.InvalidJob(
+                f"job spec version {head.v} is newer than {SPEC_VERSION} (written by newer code)"
+            )
+        if head.v < 1:
+            raise errors.InvalidJob(f"job spec version {head.v} is not a version")
+        return _body_decoder.decode(head.spec)
+    except errors.InvalidJob:
+        raise
+    # RecursionError: nesting; UnicodeError: bad UTF-8 or surrogates; TypeError: not bytes;
+    # ValueError covers what a spec's __post_init__ raises through msgspec.
+    except (msgspec.DecodeError, RecursionError, UnicodeError, TypeError, ValueError) as exc:
+        raise errors.InvalidJob(f"invalid job spec: {_short(exc)}") from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+def quarantine_result(reason: str) -> JobResult:
+    """The result a quarantined (unloadable) job is failed with."""
+    return JobResult(status="error", last_error=f"quarantined: {reason}")
+
+
+def quarantine_message(reason: str) -> str:
+    """History line for a quarantined job; its stored bytes are kept as they were."""
+    return f"quarantined (row kept as stored): {reason}"
 
 
 TERMINAL: Final = frozenset({JobState.SUCCEEDED, JobState.FAILED})
@@ -343,7 +389,8 @@ class JobStore(Protocol):
         RUNNING under a live lease. The claim sets state RUNNING, the lease, ``epoch + 1`` and
         ``attempts + 1``. A job that already had ``max_attempts`` attempts ends FAILED instead,
         and that FAILED snapshot is returned (not claimed): the caller cancels the run it may
-        have left holding its thread, then claims again.
+        have left holding its thread, then claims again. A row it cannot load is quarantined
+        and skipped, never returned (see "Quarantine" above).
         """
         ...
 

@@ -30,6 +30,8 @@ class MemoryStore:
         self._events: dict[str, list[base.JobEvent]] = {}
         #: run id → tool call id → (epoch of the last write, record)
         self._ledger: dict[str, dict[str, tuple[int, base.CallRecord]]] = {}
+        #: job id → the spec as stored; ``claim`` loads it from here, as SQLite does from a row.
+        self._stored: dict[str, bytes] = {}
         self._open = False
 
     async def __aenter__(self) -> Self:
@@ -96,6 +98,7 @@ class MemoryStore:
             queueing_lock=queueing_lock,
         )
         self._put(job)
+        self._stored[job.id] = data
         self._events[job.id] = []
         self._log(job.id, 0, "enqueued", now)
         return job.id
@@ -128,6 +131,13 @@ class MemoryStore:
                 continue
             if job.thread_id in busy_threads:
                 continue
+            try:
+                spec = base.decode_spec(self._stored[job.id])
+            except errors.InvalidJob as exc:  # see "Quarantine" in store.base
+                reason = str(exc)
+                self._put(_end(job, base.JobState.FAILED, base.quarantine_result(reason), now))
+                self._log(job.id, job.epoch, base.quarantine_message(reason), now)
+                continue
             if max_attempts is not None and job.attempts >= max_attempts:
                 result = base.exhausted_result(job.attempts)
                 self._log(job.id, job.epoch, f"failed: {result.last_error}", now)
@@ -136,6 +146,7 @@ class MemoryStore:
             claimed = self._put(
                 _replace(
                     job,
+                    spec=spec,
                     state=base.JobState.RUNNING,
                     epoch=job.epoch + 1,
                     attempts=job.attempts + 1,

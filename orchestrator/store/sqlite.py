@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import Any, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import anyio
 import msgspec
@@ -29,16 +31,22 @@ from orchestrator.store import sqlite_schema as schema
 
 __all__ = ["SqliteStore"]
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 
 class SqliteStore:
     """Jobs, history and ledger in one SQLite file at ``path``."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0, readonly: bool = False
+    ) -> None:
         self.path = os.fspath(path)
         #: Seconds a write waits for another connection's lock before "database is locked".
         self.busy_timeout = busy_timeout
+        #: Open without writing anything (no schema, no journal change): for ``status``.
+        self.readonly = readonly
         self._conn: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
 
@@ -60,6 +68,8 @@ class SqliteStore:
         return errors.StoreError(f"{self.path}: {exc}")
 
     def _open(self) -> sqlite3.Connection:
+        if self.readonly:
+            return self._open_readonly()
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -83,6 +93,39 @@ class SqliteStore:
             conn.close()
             raise
         return conn
+
+    def _connect_readonly(self, flags: str) -> sqlite3.Connection:
+        uri = f"file:{urllib.parse.quote(self.path)}?mode=ro{flags}"
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except BaseException:
+            conn.close()
+            raise
+        if not 1 <= version <= schema.SCHEMA_VERSION:
+            conn.close()
+            raise errors.StoreError(
+                f"{self.path}: not an orchestrator database this code reads (schema {version})"
+            )
+        return conn
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        try:
+            if not os.path.lexists(self.path):
+                # Nothing was ever enqueued there: an empty store, and no file created.
+                conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                conn.executescript(schema.SCHEMA)
+                return conn
+            try:
+                return self._connect_readonly("")
+            except sqlite3.OperationalError:
+                # A WAL database in a directory we may not write: SQLite cannot make its -shm
+                # file. Read the file as it stands (a writer's newest commits may be missed).
+                return self._connect_readonly("&immutable=1")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -124,14 +167,10 @@ class SqliteStore:
         return await anyio.to_thread.run_sync(call, limiter=self._limiter)
 
     def _job(self, row: Sequence[Any]) -> base.Job:
-        fields = dict(zip(schema.NAMES, row, strict=True))
-        try:
-            fields["spec"] = base.decode_spec(fields["spec"])
-            if fields["result"] is not None:
-                fields["result"] = msgspec.json.decode(fields["result"])
-            return msgspec.convert(fields, base.Job)
-        except (errors.InvalidJob, msgspec.DecodeError) as exc:
-            raise errors.StoreError(f"{self.path}: job {fields['id']}: {exc}") from exc
+        job = _load(row)
+        if isinstance(job, str):
+            raise errors.StoreError(f"{self.path}: job {row[0]}: {job}")
+        return job
 
     def _select(self, conn: sqlite3.Connection, job_id: str) -> base.Job | None:
         row = conn.execute(f"SELECT {schema.COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -191,7 +230,10 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> base.Job | None:
             with schema.transaction(conn):
                 while (row := conn.execute(schema.CLAIMABLE, {"now": at}).fetchone()) is not None:
-                    job = self._job(row)
+                    job = _load(row)
+                    if isinstance(job, str):  # see "Quarantine" in store.base
+                        schema.quarantine(conn, row[0], row[_EPOCH], job, at)
+                        continue
                     if max_attempts is not None and job.attempts >= max_attempts:
                         result = base.exhausted_result(job.attempts)
                         schema.end(conn, job.id, base.JobState.FAILED, result, at)
@@ -222,6 +264,9 @@ class SqliteStore:
                     message = base.claim_message(worker_id, claimed, previous)
                     schema.log(conn, job.id, claimed.epoch, message, at)
                     return claimed
+                # Idle: the moment to sweep rows in a state we do not know (cheap: index ranges).
+                for job_id, state, epoch in conn.execute(schema.UNKNOWN_STATE).fetchall():
+                    schema.quarantine(conn, job_id, epoch, f"unknown state {state!r}", at)
             return None
 
         return await self._run(op)
@@ -254,9 +299,12 @@ class SqliteStore:
                     if cursor.rowcount:
                         held.add(job_id)
                         continue
-                    job = self._select(conn, job_id)
-                    if job is not None:
-                        message = base.stale_message("heartbeat", epoch, job.epoch, job.state)
+                    # Raw columns: an unloadable row must not fail every other lease's renewal.
+                    found = conn.execute(
+                        "SELECT epoch, state FROM jobs WHERE id = ?", (job_id,)
+                    ).fetchone()
+                    if found is not None:
+                        message = base.stale_message("heartbeat", epoch, found[0], found[1])
                         schema.log(conn, job_id, epoch, message, at)
             return held
 
@@ -332,7 +380,14 @@ class SqliteStore:
                 f"SELECT {schema.COLUMNS} FROM jobs {where} ORDER BY seq DESC LIMIT ?",
                 (*args, max(limit, 0)),
             ).fetchall()
-            return [self._job(row) for row in rows]
+            jobs: list[base.Job] = []
+            for row in rows:
+                job = _load(row)
+                if isinstance(job, str):
+                    log.warning("%s: job %s skipped: %s", self.path, row[0], job)
+                else:
+                    jobs.append(job)
+            return jobs
 
         return await self._run(op)
 
@@ -359,7 +414,8 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> dict[base.JobState, int]:
             counts = dict.fromkeys(base.JobState, 0)
             for state, n in conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"):
-                counts[base.JobState(state)] = n
+                if state in _STATES:  # an unknown state is quarantined by the next idle claim
+                    counts[base.JobState(state)] = n
             return counts
 
         return await self._run(op)
@@ -490,3 +546,23 @@ class SqliteStore:
                 schema.log(conn, job_id, job.epoch, message, now)
 
         await self._run(op)
+
+
+_STATES: Final = frozenset(s.value for s in base.JobState)
+_EPOCH: Final = schema.NAMES.index("epoch")
+_RESULT_ERRORS: Final = (msgspec.DecodeError, RecursionError, UnicodeError, TypeError, ValueError)
+
+
+def _load(row: Sequence[Any]) -> base.Job | str:
+    """The job a row holds, or why it cannot be loaded (any damage to any column)."""
+    fields = dict(zip(schema.NAMES, row, strict=True))
+    try:
+        fields["spec"] = base.decode_spec(fields["spec"])
+    except errors.InvalidJob as exc:
+        return str(exc)
+    try:
+        if fields["result"] is not None:
+            fields["result"] = msgspec.json.decode(fields["result"])
+        return msgspec.convert(fields, base.Job)
+    except _RESULT_ERRORS as exc:
+        return f"unreadable row: {str(exc)[:300]}"

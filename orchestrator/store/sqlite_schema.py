@@ -6,6 +6,7 @@ Kept apart from ``sqlite.py`` so the store reads as operations, not SQL text.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -25,9 +26,11 @@ __all__ = [
     "NAMES",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "UNKNOWN_STATE",
     "UPSERT_OUTPUT",
     "end",
     "log",
+    "quarantine",
     "transaction",
     "update",
 ]
@@ -133,6 +136,19 @@ VALUES (?, ?, ?, ?, 1, ?)
 ON CONFLICT (run_id, tool_call_id) DO UPDATE SET submitted = 1
 """
 
+# Rows whose state is none of ours, found through the (state, seq) index as five ranges
+# around the known values (a NOT IN would scan every row). Non-text states sort outside them.
+_KNOWN: Final = sorted(s.value for s in base.JobState)
+UNKNOWN_STATE: Final = (
+    "SELECT id, state, epoch FROM jobs WHERE "
+    + " OR ".join(
+        [f"state < '{_KNOWN[0]}'"]
+        + [f"(state > '{a}' AND state < '{b}')" for a, b in itertools.pairwise(_KNOWN)]
+        + [f"state > '{_KNOWN[-1]}'"]
+    )
+    + " LIMIT 100"
+)
+
 _result_encoder: Final = msgspec.json.Encoder()
 
 
@@ -189,4 +205,23 @@ def end(
         "UPDATE jobs SET state = ?, result = ?, lease_owner = NULL, lease_expires_at = NULL,"
         " updated_at = ? WHERE id = ?",
         (state.value, _result_encoder.encode(result), now, job_id),
+    )
+
+
+def quarantine(
+    conn: sqlite3.Connection, job_id: object, epoch: object, reason: str, now: float
+) -> None:
+    """Fail an unloadable job; only state, result, lease and ``updated_at`` change (not the spec).
+
+    ``job_id`` and ``epoch`` are the row's raw values, whatever their type.
+    """
+    result = _result_encoder.encode(base.quarantine_result(reason))
+    conn.execute(
+        "UPDATE jobs SET state = 'failed', result = ?, lease_owner = NULL,"
+        " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+        (result, now, job_id),
+    )
+    conn.execute(
+        "INSERT INTO job_events (job_id, at, epoch, message) VALUES (?, ?, ?, ?)",
+        (job_id, now, epoch if isinstance(epoch, int) else 0, base.quarantine_message(reason)),
     )
