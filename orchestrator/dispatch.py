@@ -270,6 +270,12 @@ class _Job:
         if not await self._acquire(slot):
             return self._not_started(call_id, tool.name, "no free slot")
         release = functools.partial(self.limiter.release_on_behalf_of, slot)
+        if self.guard is not None:
+            try:
+                self.guard()  # no tool may start once the right to act is gone
+            except BaseException:
+                release()
+                raise
         run_sync = None
         if not tool.is_async:
             cap = self.settings.max_abandoned_threads
@@ -281,15 +287,13 @@ class _Job:
                 )
                 return self._result(call_id, tool.name, "", ToolError("unavailable", message))
             # from here the thread releases the slot when the body returns, however late
-            run_sync = functools.partial(tool_threads.run, release=release)
+            run_sync = functools.partial(_guarded_run, self.guard, release)
         try:
             now = time.time()
             if self.cutoff is not None:
                 budget = min(timeout, self.cutoff - now)
             if budget <= 0:  # the slot came too late to start at all
                 return self._not_started(call_id, tool.name, "no free slot")
-            if self.guard is not None:
-                self.guard()
             context = tools.ToolContext(
                 run_id=self.run_id,
                 thread_id=self.thread_id,
@@ -301,6 +305,8 @@ class _Job:
             with anyio.move_on_after(budget):
                 try:
                     value = await tool.invoke(values, context, run_sync=run_sync)
+                except errors.LeaseLost:
+                    raise  # the guard, checked again in the tool's thread: not the tool's error
                 except Exception as exc:
                     return self._exception(call_id, tool.name, exc)
                 except asyncio.CancelledError as exc:
@@ -379,3 +385,18 @@ def _cancelled_from_outside() -> bool:
         return True
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+async def _guarded_run(
+    guard: Callable[[], None] | None, release: Callable[[], None], body: Callable[[], Any]
+) -> Any:
+    """A sync body in its thread, the guard checked there first (as close to the body as it
+    gets: the thread may start late on a busy or paused process)."""
+    if guard is None:
+        return await tool_threads.run(body, release=release)
+
+    def checked() -> Any:
+        guard()
+        return body()
+
+    return await tool_threads.run(checked, release=release)
