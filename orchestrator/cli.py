@@ -27,8 +27,10 @@ import msgspec
 from msgspec import UNSET
 
 from orchestrator import (
+    approvals,
     assistants,
     config,
+    credentials,
     errors,
     events,
     logs,
@@ -192,6 +194,13 @@ def _parser() -> argparse.ArgumentParser:
         help="emulator only: the scripted assistant's rounds (metadata emulator_script)",
     )
 
+    p = sub.add_parser("approve", help="decide a parked job's MCP tool approval and resume it")
+    p.add_argument("job", help="a job in state waiting_approval")
+    p.add_argument("calls", nargs="+", metavar="CALL", help="tool call id(s), from its status")
+    verdict = p.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--allow", action="store_true", help="let the MCP call run")
+    verdict.add_argument("--deny", action="store_true", help="refuse it")
+
     p = sub.add_parser("emulator", help="serve the local Assistants API emulator")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8089)
@@ -256,7 +265,8 @@ def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
 async def _endpoint(cfg: config.Config) -> AsyncIterator[tuple[config.Config, bool]]:
     """The config to use, with the bundled emulator started when no endpoint is configured."""
     if not (cfg.uses_emulator and cfg.api_key() is None):
-        if cfg.api_key() is None:
+        # Entra ID needs no key; a key or a bearer token comes from the named variable.
+        if cfg.api.resolved_credential != "entra" and cfg.api_key() is None:
             variable = cfg.api.api_key_env
             raise errors.ConfigError(
                 f"api.base_url is {cfg.api.base_url!r} but ${variable} is not set: export "
@@ -279,6 +289,12 @@ async def _endpoint(cfg: config.Config) -> AsyncIterator[tuple[config.Config, bo
 
 def _key(cfg: config.Config, emulated: bool) -> config.Secret | None:
     return cfg.api_key() or (config.Secret("emulator") if emulated else None)
+
+
+def _credential(cfg: config.Config, emulated: bool) -> credentials.TokenProvider | None:
+    if emulated:
+        return credentials.StaticKey("emulator", header="bearer")
+    return credentials.from_config(cfg.api)
 
 
 async def _demo_assistant(client: client_mod.AssistantsClient, registry: tools.ToolRegistry) -> str:
@@ -347,7 +363,7 @@ async def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
     stopped_by: list[int] = []
     async with (
         _endpoint(cfg) as (cfg, emulated),
-        orch_mod.Orchestrator(cfg, api_key=_key(cfg, emulated), handler=show) as orch,
+        orch_mod.Orchestrator(cfg, credential=_credential(cfg, emulated), handler=show) as orch,
     ):
         if args.protocol == "responses":
             assistant = thread = ""
@@ -398,7 +414,9 @@ async def _run_worker(
     m = metrics.Metrics()
     key = _key(cfg, emulated)
     async with (
-        client_mod.AssistantsClient(cfg.api, cfg.retry, api_key=key, observer=m) as client,
+        client_mod.AssistantsClient(
+            cfg.api, cfg.retry, credential=_credential(cfg, emulated), observer=m
+        ) as client,
         responses_client.ResponsesClient(cfg.api, cfg.retry, api_key=key, observer=m) as responses,
     ):
         w = worker.Worker(cfg, st, client, tools.default_registry, metrics_=m, responses=responses)
@@ -498,6 +516,16 @@ async def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_approve(cfg: config.Config, args: argparse.Namespace) -> int:
+    output = approvals.decision_output(bool(args.allow))
+    async with store.open_store(cfg.worker) as st:
+        for call in args.calls:
+            await st.decide(args.job, call, output)
+    verb = "allowed" if args.allow else "denied"
+    print(f"{args.job}: {', '.join(args.calls)} {verb}; the job is queued again")
+    return 0
+
+
 async def cmd_assistant(cfg: config.Config, args: argparse.Namespace) -> int:
     tools.import_tool_modules(cfg.tools.modules)
     if not len(tools.default_registry):
@@ -507,7 +535,9 @@ async def cmd_assistant(cfg: config.Config, args: argparse.Namespace) -> int:
         metadata = {"emulator_script": args.script}
     async with (
         _endpoint(cfg) as (live, emulated),
-        client_mod.AssistantsClient(live.api, live.retry, api_key=_key(live, emulated)) as client,
+        client_mod.AssistantsClient(
+            live.api, live.retry, credential=_credential(live, emulated)
+        ) as client,
     ):
         if emulated:
             print(
@@ -553,7 +583,7 @@ async def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
         cfg = msgspec.structs.replace(cfg, worker=wcfg)
         async with _endpoint(cfg) as (cfg, emulated), store.open_store(cfg.worker) as st:
             async with client_mod.AssistantsClient(
-                cfg.api, cfg.retry, api_key=_key(cfg, emulated)
+                cfg.api, cfg.retry, credential=_credential(cfg, emulated)
             ) as client:
                 assistant = await _demo_assistant(client, tools.default_registry)
             ids = []
@@ -587,6 +617,7 @@ _COMMANDS = {
     "worker": cmd_worker,
     "enqueue": cmd_enqueue,
     "status": cmd_status,
+    "approve": cmd_approve,
     "assistant": cmd_assistant,
     "emulator": cmd_emulator,
     "demo": cmd_demo,

@@ -18,7 +18,7 @@ import anyio
 import msgspec
 from msgspec import UNSET
 
-from orchestrator import config, models, ratelimit, streaming, transport
+from orchestrator import config, credentials, models, ratelimit, streaming, transport
 
 __all__ = ["AssistantsClient", "RequestObserver", "Response"]
 
@@ -75,7 +75,9 @@ class AssistantsClient:
         session: aiohttp.ClientSession | None = None,
         observer: RequestObserver | None = None,
         limiter: ratelimit.RateLimiter | None = None,
+        credential: credentials.TokenProvider | None = None,
     ) -> None:
+        """``credential`` (Entra ID, bearer tokens...) replaces ``api_key`` when given."""
         self._api = api if api is not None else config.ApiConfig()
         if base_url is not None:
             self._api = msgspec.structs.replace(self._api, base_url=base_url)
@@ -86,12 +88,14 @@ class AssistantsClient:
         self._transport = transport.Transport(
             self._api,
             retry if retry is not None else config.RetryConfig(),
+            credential=credential,
             api_key=key or None,
             limiter=limiter,
             observer=observer,
         )
         self._owns_session = session is None
         self._transport.session = session
+        self._credential = credential
 
     def __repr__(self) -> str:
         return f"AssistantsClient(base_url={self.base_url!r}, flavor={self._api.flavor!r})"
@@ -120,6 +124,11 @@ class AssistantsClient:
             self._transport.session = None
             with anyio.CancelScope(shield=True):
                 await session.close()
+        # A provider that opened something of its own (Entra's default credential) closes it.
+        close = getattr(self._credential, "aclose", None)
+        if close is not None:
+            with anyio.CancelScope(shield=True):
+                await close()
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -226,6 +235,41 @@ class AssistantsClient:
     ) -> models.Run:
         """Answer a ``requires_action`` run (see ``submit_tool_outputs_response``)."""
         return (await self.submit_tool_outputs_response(thread_id, run_id, outputs)).data
+
+    async def submit_tool_approvals_response(
+        self,
+        thread_id: str,
+        run_id: str,
+        approvals: Sequence[models.ToolApproval],
+        *,
+        retry: bool = True,
+    ) -> Response[models.Run]:
+        """Foundry: answer a ``submit_tool_approval`` action (through the same endpoint as
+        tool outputs; ``retry`` as for ``submit_tool_outputs_response``)."""
+        path = _run_path(thread_id, run_id) + "/submit_tool_outputs"
+        body = models.encode(models.SubmitToolApprovals(tool_approvals=list(approvals)))
+        return await self._transport.request(
+            "submit_tool_approvals", "POST", path, models.Run, body=body, retry=retry
+        )
+
+    async def submit_tool_approvals(
+        self, thread_id: str, run_id: str, approvals: Sequence[models.ToolApproval]
+    ) -> models.Run:
+        """Foundry: answer a ``submit_tool_approval`` action (``..._response`` without headers)."""
+        return (await self.submit_tool_approvals_response(thread_id, run_id, approvals)).data
+
+    def submit_tool_approvals_stream(
+        self,
+        thread_id: str,
+        run_id: str,
+        approvals: Sequence[models.ToolApproval],
+        *,
+        retry: bool = True,
+    ) -> contextlib.AbstractAsyncContextManager[streaming.EventStream]:
+        """Foundry: submit approval decisions and follow the resumed run's events."""
+        path = _run_path(thread_id, run_id) + "/submit_tool_outputs"
+        body = models.SubmitToolApprovals(tool_approvals=list(approvals), stream=True)
+        return self._stream("submit_tool_approvals_stream", path, models.encode(body), retry=retry)
 
     async def list_run_steps(
         self,

@@ -30,11 +30,13 @@ __all__ = [
     "RunCreated",
     "RunEvent",
     "RunFinished",
+    "ServerToolObserved",
     "StatusChanged",
     "StepCompleted",
     "StepDelta",
     "StreamFallback",
     "Subscribers",
+    "ToolApprovalDecided",
     "ToolCallFinished",
     "ToolCallsRequested",
     "ToolRoundRequested",
@@ -143,6 +145,36 @@ class StreamFallback(Event, frozen=True, kw_only=True, tag="stream.fallback"):
     reason: str
 
 
+class ToolApprovalDecided(Event, frozen=True, kw_only=True, tag="tool_approval.decided"):
+    """Foundry: an MCP call awaiting approval was allowed or denied."""
+
+    tool_call_id: str
+    server_label: str
+    name: str
+    approve: bool
+    #: Who decided: ``policy``, ``hook``, ``human`` (``orchestrator approve``) or ``ledger``
+    #: (decided before a restart, read back, never decided again).
+    source: str
+    reason: str | None = None
+
+
+class ServerToolObserved(Event, frozen=True, kw_only=True, tag="server_tool.observed"):
+    """Foundry: the service ran a tool of its own (``mcp``, ``bing_grounding``, ``openapi``...)
+    or reported an activity (``mcp_list_tools``); reported, never executed here."""
+
+    step_id: str
+    #: The tool call's or activity's type, as sent.
+    tool_type: str
+    #: The tool call's or activity's id.
+    item_id: str
+    #: The step's type: ``tool_calls`` or ``activities``.
+    step_type: str = "tool_calls"
+    #: The MCP server's label, for ``mcp`` calls and activities.
+    server_label: str | None = None
+    #: The MCP tool's name, for ``mcp`` calls.
+    name: str | None = None
+
+
 class RunFinished(Event, frozen=True, kw_only=True, tag="run.finished"):
     """The run reached a terminal state (``outcome`` says why when the driver ended it)."""
 
@@ -197,6 +229,8 @@ RunEvent: TypeAlias = (
     | StepDelta
     | MessageDelta
     | StreamFallback
+    | ToolApprovalDecided
+    | ServerToolObserved
     | RunFinished
     | ResponseCreated
     | ResponseStatusChanged

@@ -55,12 +55,15 @@ __all__ = [
     "Run",
     "RunStatus",
     "RunStep",
+    "StepActivity",
     "StepDetails",
     "StepFunction",
     "StepToolCall",
+    "SubmitToolApprovals",
     "SubmitToolOutputs",
     "SubmitToolOutputsAction",
     "Thread",
+    "ToolApproval",
     "ToolChoice",
     "ToolDefinition",
     "ToolOutput",
@@ -172,7 +175,8 @@ class JsonSchemaFormat(Struct, omit_defaults=True):
 class ResponseFormat(Struct, omit_defaults=True):
     """The object form of ``response_format``: ``text``, ``json_object`` or ``json_schema``."""
 
-    type: str
+    #: Foundry's spec lets it be null (``AgentsResponseFormat.type`` is optional).
+    type: str | None = None
     json_schema: JsonSchemaFormat | None = None
 
 
@@ -218,6 +222,9 @@ class ToolDefinition(Struct, omit_defaults=True):
 
 # --- required_action -----------------------------------------------------------------------
 
+#: Foundry's ``required_action.type`` for MCP tool calls that wait for approval.
+APPROVAL_ACTION: Final = "submit_tool_approval"
+
 
 class FunctionCall(Struct, gc=False):
     """A call the model asks us to make: a name and a JSON *string* of arguments."""
@@ -227,11 +234,19 @@ class FunctionCall(Struct, gc=False):
 
 
 class RequiredToolCall(Struct, gc=False):
-    """One entry of ``required_action.submit_tool_outputs.tool_calls``."""
+    """One entry of ``required_action.submit_tool_outputs.tool_calls`` (a ``function``), or of
+    Foundry's ``submit_tool_approval.tool_calls`` (an ``mcp`` call awaiting approval)."""
 
     id: str
     type: str = "function"
     function: FunctionCall | None = None
+    # Foundry's ``mcp`` calls only (UNSET: absent, so other calls encode as before).
+    #: ``mcp``: the tool's name on its server.
+    name: str | UnsetType = UNSET
+    #: ``mcp``: the arguments as a JSON string.
+    arguments: str | UnsetType = UNSET
+    #: ``mcp``: the label of the MCP server the tool belongs to.
+    server_label: str | UnsetType = UNSET
 
 
 class SubmitToolOutputsAction(Struct):
@@ -241,10 +256,20 @@ class SubmitToolOutputsAction(Struct):
 
 
 class RequiredAction(Struct):
-    """What a ``requires_action`` run waits for."""
+    """What a ``requires_action`` run waits for: ``submit_tool_outputs``, or Foundry's
+    ``submit_tool_approval`` (MCP calls to allow or deny)."""
 
     type: str = "submit_tool_outputs"
     submit_tool_outputs: SubmitToolOutputsAction | None = None
+    submit_tool_approval: SubmitToolOutputsAction | UnsetType = UNSET
+
+    @property
+    def approval_calls(self) -> list[RequiredToolCall]:
+        """The calls awaiting approval (empty unless ``submit_tool_approval``)."""
+        sta = self.submit_tool_approval
+        if isinstance(sta, UnsetType) or self.type != APPROVAL_ACTION:
+            return []
+        return sta.tool_calls
 
     @property
     def tool_calls(self) -> list[RequiredToolCall]:
@@ -291,6 +316,8 @@ class Run(Struct, kw_only=True):
     response_format: str | ResponseFormat | None = None
     #: v1 only.
     file_ids: list[str] = []
+    #: Foundry: resources the run's tools use (kept as sent; not interpreted here).
+    tool_resources: dict[str, Any] | None | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         # A decoded Raw is a view into the whole response body; keep only its own bytes.
@@ -333,6 +360,13 @@ class Run(Struct, kw_only=True):
         if self.status != RunStatus.REQUIRES_ACTION or self.required_action is None:
             return []
         return self.required_action.tool_calls
+
+    @property
+    def approval_calls(self) -> list[RequiredToolCall]:
+        """Foundry: the MCP calls awaiting approval when the run requires action, else empty."""
+        if self.status != RunStatus.REQUIRES_ACTION or self.required_action is None:
+            return []
+        return self.required_action.approval_calls
 
 
 # --- RunStep -------------------------------------------------------------------------------
@@ -399,7 +433,9 @@ class StepFunction(Struct, gc=False):
 
 class StepToolCall(Struct, omit_defaults=True):
     """A tool call in a ``tool_calls`` step, by ``type``: ``function``, ``code_interpreter``,
-    ``file_search``, v1 ``retrieval``, or unknown."""
+    ``file_search``, v1 ``retrieval``, Foundry's server-side tools (``mcp``, ``openapi``,
+    ``bing_grounding``, ``azure_ai_search``, ``connected_agent``...), or unknown. The details of
+    server-side tools are kept as sent: they are observed and reported, never executed here."""
 
     id: str
     type: str
@@ -407,14 +443,45 @@ class StepToolCall(Struct, omit_defaults=True):
     code_interpreter: CodeInterpreterCall | None = None
     file_search: FileSearchCall | None = None
     retrieval: dict[str, Any] | None = None
+    #: ``mcp``: tool name, JSON arguments, output and server label (top-level on the wire).
+    name: str | None = None
+    arguments: str | None = None
+    output: str | None = None
+    server_label: str | None = None
+    azure_ai_search: dict[str, Any] | None = None
+    bing_grounding: dict[str, Any] | None = None
+    bing_custom_search: dict[str, Any] | None = None
+    openapi: dict[str, Any] | None = None
+    azure_function: dict[str, Any] | None = None
+    connected_agent: dict[str, Any] | None = None
+    deep_research: dict[str, Any] | None = None
+    fabric_dataagent: dict[str, Any] | None = None
+    sharepoint_grounding: dict[str, Any] | None = None
+    browser_automation: dict[str, Any] | None = None
+
+    @property
+    def server_side(self) -> bool:
+        """Run by the service, not by us (anything but ``function``)."""
+        return self.type != "function"
+
+
+class StepActivity(Struct, omit_defaults=True):
+    """An entry of an ``activities`` step (Foundry), e.g. ``mcp_list_tools``."""
+
+    type: str
+    id: str = ""
+    server_label: str | None = None
+    #: ``mcp_list_tools``: the functions the server offers, by name (kept as sent).
+    tools: dict[str, Any] | None = None
 
 
 class StepDetails(Struct, omit_defaults=True):
-    """``message_creation`` or ``tool_calls`` (or an unknown type)."""
+    """``message_creation``, ``tool_calls``, Foundry's ``activities`` (or an unknown type)."""
 
     type: str
     message_creation: MessageCreation | None = None
     tool_calls: list[StepToolCall] | None = None
+    activities: list[StepActivity] | None = None
 
 
 class RunStep(Struct, kw_only=True):
@@ -610,10 +677,26 @@ class ToolOutput(Struct, gc=False):
     output: str
 
 
+class ToolApproval(Struct, omit_defaults=True, gc=False):
+    """Foundry: the decision on one MCP call awaiting approval."""
+
+    tool_call_id: str
+    approve: bool
+    #: Headers sent to the MCP server with this call (e.g. its own auth).
+    headers: dict[str, str] | UnsetType = UNSET
+
+
 class SubmitToolOutputs(Struct, omit_defaults=True):
     """Body of ``POST .../submit_tool_outputs``."""
 
     tool_outputs: list[ToolOutput]
+    stream: bool | None | UnsetType = UNSET
+
+
+class SubmitToolApprovals(Struct, omit_defaults=True):
+    """Foundry: body of ``POST .../submit_tool_outputs`` answering ``submit_tool_approval``."""
+
+    tool_approvals: list[ToolApproval]
     stream: bool | None | UnsetType = UNSET
 
 

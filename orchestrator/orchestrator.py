@@ -18,8 +18,19 @@ import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from orchestrator import (
+    approvals,
+    config,
+    credentials,
+    errors,
+    events,
+    models,
+    responses_driver,
+    toolcheck,
+    tools,
+    tracing,
+)
 from orchestrator import client as client_mod
-from orchestrator import config, errors, events, models, responses_driver, toolcheck, tools, tracing
 from orchestrator import driver as driver_mod
 from orchestrator.protocols.responses import client as responses_client
 from orchestrator.protocols.responses import wire
@@ -63,9 +74,15 @@ class Orchestrator:
         base_url: str | None = None,
         api_key: config.Secret | str | None = None,
         handler: Handler | None = None,
+        credential: credentials.TokenProvider | None = None,
+        approve: approvals.Hook | None = None,
         metrics: Metrics | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
+        """``credential`` (e.g. ``credentials.EntraToken()``) wins over ``api_key``; with
+        neither, ``api.credential`` of the config decides. ``approve`` decides Foundry's MCP
+        tool approvals (``async def approve(call) -> bool | Approval``) instead of the
+        ``approvals`` policy of the config."""
         from orchestrator import config as config_mod
 
         self.config = config or config_mod.Config()
@@ -78,6 +95,8 @@ class Orchestrator:
         if isinstance(api_key, str):
             api_key = config_mod.check_key(api_key, "api_key")
         self._api_key = api_key
+        self._credential = credential
+        self._approve = approve
         self._metrics = metrics
         self.tool_check = toolcheck.ToolCheck(self.registry, self.config.tools.check_tools)
         self.subscribers = events.Subscribers()
@@ -97,20 +116,28 @@ class Orchestrator:
         await stack.__aenter__()
         try:
             if self._client is None:
-                key = self._api_key if self._api_key is not None else self.config.api_key()
-                if not key:
+                credential = self._credential
+                if credential is None and self._api_key is None:
+                    credential = credentials.from_config(self.config.api)
+                if credential is None and not self._api_key:
                     variable = self.config.api.api_key_env
                     raise errors.ConfigError(
                         f"no API key: set {variable} (api.api_key_env names the variable) or "
-                        f"pass api_key=; requests to {self.config.api.base_url or 'OpenAI'} "
-                        "would go out unauthenticated"
+                        f"pass api_key= or credential=; requests to "
+                        f"{self.config.api.base_url or 'OpenAI'} would go out unauthenticated"
                     )
                 self._client = await stack.enter_async_context(
                     client_mod.AssistantsClient(
-                        self.config.api, self.config.retry, api_key=key, observer=self._metrics
+                        self.config.api,
+                        self.config.retry,
+                        api_key=self._api_key,
+                        credential=credential,
+                        observer=self._metrics,
                     )
                 )
-            self._driver = driver_mod.Driver(self._client, self.registry, self.config)
+            self._driver = driver_mod.Driver(
+                self._client, self.registry, self.config, approve=self._approve
+            )
             key = self._api_key if self._api_key is not None else self.config.api_key()
             self._responses = await stack.enter_async_context(
                 responses_client.ResponsesClient(

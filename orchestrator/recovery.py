@@ -142,7 +142,8 @@ async def find_message(
 
 def still_asking(run: models.Run, call_ids: Collection[str]) -> bool:
     """The run still waits for exactly these calls: a submit of them has not landed."""
-    return run.requires_action and {c.id for c in run.tool_calls} == set(call_ids)
+    asking = {c.id for c in (*run.tool_calls, *run.approval_calls)}
+    return run.requires_action and asking == set(call_ids)
 
 
 def since_now() -> float:

@@ -38,8 +38,8 @@ from typing import Final
 import anyio
 import msgspec
 
-from orchestrator import client as client_mod
 from orchestrator import (
+    approvals,
     config,
     driver,
     errors,
@@ -52,6 +52,7 @@ from orchestrator import (
     toolcheck,
     tools,
 )
+from orchestrator import client as client_mod
 from orchestrator.protocols.responses import client as responses_client
 from orchestrator.store import base as store_base
 
@@ -511,6 +512,11 @@ class Worker:
         entry.released = True
         with anyio.CancelScope(shield=True):
             try:
+                if isinstance(exc, approvals.ApprovalPending):
+                    # A human decides (``orchestrator approve``), which queues the job again.
+                    log.info("%s", exc, extra={"job_id": job.id, "action": "waiting_approval"})
+                    await self.store.park(job.id, job.epoch, f"waiting for approval: {exc}")
+                    return
                 if isinstance(exc, errors.TransientError | errors.StoreError):
                     # Not handed back: the lease lapses and the job is claimed again then, with
                     # the attempt counted, so a job failing this way backs off and is bounded.

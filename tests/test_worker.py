@@ -499,7 +499,9 @@ def test_status_prints_the_job_table_and_one_jobs_history(
 
     assert cli.main(["--config", cfg, "status"]) == 0
     counts, _, *lines = capsys.readouterr().out.splitlines()
-    assert counts == "jobs: 4 in all: 2 queued, 0 running, 1 succeeded, 1 failed"
+    assert (
+        counts == "jobs: 4 in all: 2 queued, 0 running, 0 waiting_approval, 1 succeeded, 1 failed"
+    )
     assert lines[0].split() == ["job", "state", "tries", "run", "status", "tool", "calls", "reply"]
     rows = {line.split()[0]: line for line in lines[2:]}
     assert list(rows) == [*reversed(queued), bad, ok]  # newest first

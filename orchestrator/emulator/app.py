@@ -1,7 +1,8 @@
 """Routes and handlers: parse the request, call the engine, encode the answer.
 
-Every route exists twice: OpenAI's form under ``/v1`` and Azure's under ``/openai`` (which also
-needs ``api-version``). ``/_emulator/stats`` and ``/_emulator/reset`` sit outside both.
+Every route exists three times: OpenAI's form under ``/v1``, Azure's under ``/openai`` (which
+also needs ``api-version``) and Foundry's under ``/api/projects/{project}`` (``foundry``).
+``/_emulator/stats`` and ``/_emulator/reset`` sit outside them.
 """
 
 from __future__ import annotations
@@ -273,6 +274,9 @@ def build_app(engine: core.Engine) -> web.Application:
         for method, path, handler in ROUTES:
             app.router.add_route(method, prefix + path, handler)
     responses_app.install(app, ("/v1", "/openai"))
+    from orchestrator.emulator import foundry
+
+    foundry.install(app, ROUTES)
     app.router.add_get(gate.INTERNAL_PREFIX + "stats", get_stats)
     app.router.add_post(gate.INTERNAL_PREFIX + "reset", post_reset)
     app.on_response_prepare.append(gate.on_prepare)

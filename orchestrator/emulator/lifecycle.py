@@ -116,6 +116,10 @@ def _outcome(rs: state.RunState, t: float) -> None:
         rs.run.last_error = models.LastError(code=code, message=message)
         rs.run.failed_at = int(t)
         _finish(rs, t, FAILED)
+    elif rnd.kind in ("approval", "server_tools"):
+        from orchestrator.emulator import foundry_rounds
+
+        foundry_rounds.outcome(rs, t, rnd)
     elif rnd.kind == "incomplete":
         rs.run.incomplete_details = models.IncompleteDetails(reason=rnd.text)
         _finish(rs, t, INCOMPLETE)

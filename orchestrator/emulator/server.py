@@ -105,6 +105,8 @@ class Emulator:
         shown = f"[{host}]" if ":" in host else host
         self.azure_endpoint = f"http://{shown}:{self.port}"
         self.base_url = self.azure_endpoint + "/v1"
+        #: A Foundry project endpoint (``api.flavor: foundry``).
+        self.foundry_endpoint = self.azure_endpoint + "/api/projects/emulator"
         return self
 
     async def __aexit__(
@@ -123,9 +125,10 @@ async def serve(settings: knobs.EmulatorSettings, host: str, port: int) -> None:
     """Serve until cancelled; the first log line gives the base URL."""
     async with Emulator(settings, host=host, port=port) as emu:
         logger.info(
-            "emulator listening on %s (Azure endpoint %s)",
+            "emulator listening on %s (Azure endpoint %s, Foundry project endpoint %s)",
             emu.base_url,
             emu.azure_endpoint,
+            emu.foundry_endpoint,
             extra={"base_url": emu.base_url},
         )
         await anyio.sleep_forever()

@@ -192,6 +192,9 @@ class JobState(enum.StrEnum):
 
     QUEUED = "queued"
     RUNNING = "running"
+    #: Parked until a human decides an MCP tool approval (``orchestrator approve``); never
+    #: claimed in this state. The run keeps waiting on the server until it expires.
+    WAITING_APPROVAL = "waiting_approval"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
@@ -368,6 +371,20 @@ def complete_message(state: JobState, result: JobResult) -> str:
     return f"{state}: run {result.status}{error}"
 
 
+def check_parked(job: Job | None, job_id: str) -> str:
+    """The run id of a job ``decide`` may answer; ``errors.InvalidJob`` otherwise."""
+    if job is None:
+        raise errors.InvalidJob(f"no job {job_id}")
+    if job.state != JobState.WAITING_APPROVAL or job.run_id is None:
+        raise errors.InvalidJob(f"job {job_id} is {job.state}, not waiting for an approval")
+    return job.run_id
+
+
+def decided_message(tool_call_id: str, output: str) -> str:
+    """History line for ``decide``."""
+    return f"decision on {tool_call_id} stored ({output}); queued again"
+
+
 def check_final(state: JobState) -> None:
     """``complete`` takes SUCCEEDED or FAILED only."""
     if state not in TERMINAL:
@@ -509,4 +526,15 @@ class JobStore(Protocol):
 
     async def calls(self, run_id: str) -> dict[str, CallRecord]:
         """The ledger of a run by tool call id: begun, saved and submitted calls."""
+        ...
+
+    async def park(self, job_id: str, epoch: int, message: str) -> None:
+        """Leave a running job WAITING_APPROVAL (fenced): lease cleared, the attempt not
+        counted, ``message`` (which calls wait) in its history."""
+        ...
+
+    async def decide(self, job_id: str, tool_call_id: str, output: str) -> None:
+        """A human's decision on a parked job's call: stored in the ledger like a tool output
+        (for the job's run, at its epoch) and the job QUEUED again, atomically. Raises
+        ``errors.InvalidJob`` unless the job is WAITING_APPROVAL with a run."""
         ...
