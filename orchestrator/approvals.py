@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import msgspec
 
-from orchestrator import config, errors, events, models
+from orchestrator import config, errors, events
+from orchestrator.protocols.assistants import models
 
 if TYPE_CHECKING:
     from orchestrator import run_loop

@@ -28,24 +28,24 @@ from msgspec import UNSET
 
 from orchestrator import (
     approvals,
-    assistants,
     config,
-    credentials,
     errors,
     events,
     logs,
     metrics,
-    models,
     responses_driver,
     store,
     tools,
     tracing,
     worker,
 )
-from orchestrator import client as client_mod
 from orchestrator import driver as driver_mod
 from orchestrator import orchestrator as orch_mod
 from orchestrator import status_view as view
+from orchestrator.http import credentials
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
+from orchestrator.protocols.assistants import sync as assistants
 from orchestrator.protocols.responses import client as responses_client
 from orchestrator.store import base as store_base
 

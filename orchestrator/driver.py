@@ -15,8 +15,9 @@ from typing import Any
 import anyio
 import msgspec
 
-from orchestrator import approvals, config, errors, models, recovery, tools
-from orchestrator import client as client_mod
+from orchestrator import approvals, config, errors, recovery, tools
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 from orchestrator.run_loop import Emit, Ledger, RunLoop, RunResult
 
 __all__ = ["Driver", "Emit", "Ledger", "RunResult"]

@@ -14,8 +14,8 @@ from typing import Any, TypeAlias, TypeVar
 
 import msgspec
 
-from orchestrator import deltas, models
 from orchestrator.protocols import base
+from orchestrator.protocols.assistants import deltas, models
 from orchestrator.protocols.responses import wire
 
 __all__ = [

@@ -21,7 +21,8 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any, Final
 
-from orchestrator import events, models
+from orchestrator import events
+from orchestrator.protocols.assistants import models
 
 __all__ = ["AVAILABLE", "UNKNOWN", "Metrics"]
 

@@ -18,22 +18,14 @@ import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from orchestrator import (
-    approvals,
-    config,
-    credentials,
-    errors,
-    events,
-    models,
-    responses_driver,
-    toolcheck,
-    tools,
-    tracing,
-)
-from orchestrator import client as client_mod
+from orchestrator import approvals, config, errors, events, responses_driver, tools, tracing
 from orchestrator import driver as driver_mod
+from orchestrator.http import credentials
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 from orchestrator.protocols.responses import client as responses_client
 from orchestrator.protocols.responses import wire
+from orchestrator.tools import check as toolcheck
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider

@@ -17,9 +17,11 @@ from typing import Generic, Protocol, TypeVar
 import anyio
 import msgspec
 
-from orchestrator import config, dispatch, errors, events, models, tools
+from orchestrator import config, errors, events, tools
 from orchestrator.protocols import base
+from orchestrator.protocols.assistants import models
 from orchestrator.store import base as store_base
+from orchestrator.tools import dispatch
 
 __all__ = ["Emit", "Ledger", "ProtocolLoop", "ProtocolResult"]
 

@@ -21,8 +21,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Final, TypeVar
 
-from orchestrator import client as client_mod
-from orchestrator import config, errors, models, retrying
+from orchestrator import config, errors
+from orchestrator.http import retrying
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 
 __all__ = [
     "CLOCK_SKEW",

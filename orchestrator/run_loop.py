@@ -19,18 +19,11 @@ from typing import TYPE_CHECKING, Final, Protocol
 import anyio
 import msgspec
 
-from orchestrator import (
-    approvals,
-    config,
-    dispatch,
-    errors,
-    events,
-    models,
-    recovery,
-    retrying,
-    streaming,
-)
-from orchestrator import client as client_mod
+from orchestrator import approvals, config, errors, events, recovery
+from orchestrator.http import retrying
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models, streaming
+from orchestrator.tools import dispatch
 
 if TYPE_CHECKING:
     from orchestrator import driver as driver_mod

@@ -46,15 +46,15 @@ from orchestrator import (
     events,
     health,
     metrics,
-    models,
     recovery,
     response_jobs,
-    toolcheck,
     tools,
 )
-from orchestrator import client as client_mod
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 from orchestrator.protocols.responses import client as responses_client
 from orchestrator.store import base as store_base
+from orchestrator.tools import check as toolcheck
 
 __all__ = ["JOB_METADATA_KEY", "Worker"]
 

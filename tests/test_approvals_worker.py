@@ -15,9 +15,10 @@ import msgspec
 import pytest
 from foundry_support import EmulatorCredential
 
-from orchestrator import approvals, cli, config, credentials, errors, events, tools, worker
-from orchestrator.client import AssistantsClient
+from orchestrator import approvals, cli, config, errors, events, tools, worker
 from orchestrator.emulator import Emulator
+from orchestrator.http import credentials
+from orchestrator.protocols.assistants.client import AssistantsClient
 from orchestrator.store import CreateJob, JobState, JobStore, MemoryStore, RunOverrides, SqliteStore
 
 pytestmark = pytest.mark.anyio

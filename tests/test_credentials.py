@@ -12,9 +12,10 @@ import msgspec
 import pytest
 from foundry_support import EmulatorCredential, Token, token_counts
 
-from orchestrator import config, credentials, errors
-from orchestrator.client import AssistantsClient
+from orchestrator import config, errors
 from orchestrator.emulator import Emulator
+from orchestrator.http import credentials
+from orchestrator.protocols.assistants.client import AssistantsClient
 
 pytestmark = pytest.mark.anyio
 

@@ -19,7 +19,9 @@ import anyio.lowlevel
 import msgspec
 import pytest
 
-from orchestrator import config, dispatch, errors, models, tools
+from orchestrator import config, errors, tools
+from orchestrator.protocols.assistants import models
+from orchestrator.tools import dispatch
 
 pytestmark = pytest.mark.anyio
 
@@ -388,7 +390,7 @@ async def test_sync_timeout_abandons_the_thread(caplog: pytest.LogCaptureFixture
 
     settings = config.ToolsConfig(timeout=0.05)
     try:
-        with caplog.at_level(logging.WARNING, logger="orchestrator.dispatch"):
+        with caplog.at_level(logging.WARNING, logger="orchestrator.tools.dispatch"):
             [result] = await run([call("stuck", call_id="c_stuck")], registry, settings)
         assert error_of(result)["type"] == "timeout"
         assert not finished.is_set()  # dispatch returned while the thread still runs

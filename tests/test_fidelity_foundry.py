@@ -24,7 +24,8 @@ from azure.ai.agents import _types as sdk_types
 from azure.ai.agents import models as sdk
 from azure.ai.agents._utils.model_base import Model as SdkModel
 
-from orchestrator import approvals, events, models, streaming
+from orchestrator import approvals, events
+from orchestrator.protocols.assistants import models, streaming
 
 _NS: dict[str, Any] = {**vars(sdk), "_models": sdk, "_types": sdk_types}
 _hints: dict[type[Any], dict[str, Any]] = {}

@@ -12,10 +12,12 @@ import msgspec
 import pytest
 from foundry_support import EmulatorCredential, token_counts
 
-from orchestrator import approvals, config, credentials, events, models, tools
+from orchestrator import approvals, config, events, tools
 from orchestrator import orchestrator as orch_mod
-from orchestrator.client import AssistantsClient
 from orchestrator.emulator import Emulator
+from orchestrator.http import credentials
+from orchestrator.protocols.assistants import models
+from orchestrator.protocols.assistants.client import AssistantsClient
 
 pytestmark = pytest.mark.anyio
 

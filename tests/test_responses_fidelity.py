@@ -29,7 +29,8 @@ from openai.types.responses import (
 from openai.types.responses.response_output_item import McpApprovalRequest, McpCall
 from pydantic import BaseModel
 
-from orchestrator import errors, streaming
+from orchestrator import errors
+from orchestrator.protocols.assistants import streaming
 from orchestrator.protocols.responses import stream, wire
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")]

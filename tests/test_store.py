@@ -14,7 +14,8 @@ import anyio
 import msgspec
 import pytest
 
-from orchestrator import config, errors, models, store
+from orchestrator import config, errors, store
+from orchestrator.protocols.assistants import models
 from orchestrator.store import AdoptJob, CreateJob, JobResult, JobState, JobStore
 
 pytestmark = pytest.mark.anyio

@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from orchestrator import config, errors, tools, tracing
 from orchestrator import orchestrator as orch_mod
-from orchestrator.client import AssistantsClient
 from orchestrator.emulator import Emulator
+from orchestrator.protocols.assistants.client import AssistantsClient
 
 pytestmark = pytest.mark.anyio
 

@@ -28,8 +28,9 @@ import pytest
 from prometheus_client import parser
 from worker_tools import lab
 
-from orchestrator import cli, errors, metrics, models, worker
+from orchestrator import cli, errors, metrics, worker
 from orchestrator.emulator import Emulator
+from orchestrator.protocols.assistants import models
 from orchestrator.store import AdoptJob, CreateJob, JobState, SqliteStore
 
 pytestmark = pytest.mark.anyio

@@ -13,8 +13,8 @@ from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
-from orchestrator import models
 from orchestrator.emulator import bodies, core, gate, lifecycle, replies, responses_app, sse, state
+from orchestrator.protocols.assistants import models
 
 __all__ = ["build_app"]
 

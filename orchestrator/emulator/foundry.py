@@ -17,7 +17,6 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
-from orchestrator import models
 from orchestrator.emulator import (
     core,
     foundry_auth,
@@ -26,6 +25,7 @@ from orchestrator.emulator import (
     replies,
     sse,
 )
+from orchestrator.protocols.assistants import models
 
 __all__ = ["PROJECT_ROOT", "install"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from orchestrator import models
 from orchestrator.emulator import lifecycle, replies, script, state
+from orchestrator.protocols.assistants import models
 
 __all__ = ["LIST_TOOLS", "check_approvals", "outcome", "submit_approvals"]
 

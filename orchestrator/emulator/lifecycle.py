@@ -13,8 +13,8 @@ from typing import Any, Final
 
 import msgspec
 
-from orchestrator import models
 from orchestrator.emulator import script, settings, state, wire
+from orchestrator.protocols.assistants import models
 
 __all__ = [
     "ENDS_STREAM",

@@ -16,9 +16,9 @@ from typing import Final
 
 from aiohttp import web
 
-from orchestrator import models
 from orchestrator.emulator import gate, replies, state
 from orchestrator.emulator import responses_engine as engine_mod
+from orchestrator.protocols.assistants import models
 
 __all__ = ["RESPONSES", "ROUTES", "install"]
 

@@ -22,8 +22,8 @@ from typing import Any, Final
 import msgspec
 from msgspec import UNSET, Struct
 
-from orchestrator import models
 from orchestrator.emulator import core, lifecycle, replies, script, state
+from orchestrator.protocols.assistants import models
 from orchestrator.protocols.responses import wire
 
 __all__ = ["CreateBody", "ResponseObject", "ResponseState", "ResponsesEngine", "ResponsesStats"]

@@ -25,8 +25,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from orchestrator import models
 from orchestrator.emulator import schema
+from orchestrator.protocols.assistants import models
 
 __all__ = ["Round", "ScriptError", "default_script", "parse_script", "render_message"]
 

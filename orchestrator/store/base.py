@@ -53,7 +53,8 @@ from typing import Final, Protocol, Self
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from orchestrator import errors, models
+from orchestrator import errors
+from orchestrator.protocols.assistants import models
 
 __all__ = [
     "SPEC_VERSION",

@@ -20,7 +20,9 @@ import anyio
 import msgspec
 from msgspec import UNSET
 
-from orchestrator import config, errors, models, ratelimit, recovery, transport
+from orchestrator import config, errors, recovery
+from orchestrator.http import ratelimit, transport
+from orchestrator.protocols.assistants import models
 from orchestrator.protocols.responses import stream as stream_mod
 from orchestrator.protocols.responses import wire
 

@@ -17,7 +17,9 @@ import aiohttp
 import msgspec
 from msgspec import Struct
 
-from orchestrator import errors, streaming, transport
+from orchestrator import errors
+from orchestrator.http import transport
+from orchestrator.protocols.assistants import streaming
 from orchestrator.protocols.responses import wire
 
 __all__ = [

@@ -18,7 +18,8 @@ from typing import Any, Final
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from orchestrator import errors, models
+from orchestrator import errors
+from orchestrator.protocols.assistants import models
 
 __all__ = [
     "KNOWN_ITEM_TYPES",

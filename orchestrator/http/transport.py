@@ -16,7 +16,9 @@ import aiohttp
 import anyio
 import msgspec
 
-from orchestrator import config, credentials, errors, models, ratelimit, retrying
+from orchestrator import config, errors
+from orchestrator.http import credentials, ratelimit, retrying
+from orchestrator.protocols.assistants import models
 
 __all__ = [
     "OPENAI_BASE_URL",

@@ -29,8 +29,10 @@ from typing import Any, Final
 import anyio
 import msgspec
 
-from orchestrator import config, errors, models, scrub, tool_threads, tools
+from orchestrator import config, errors, scrub, tools
 from orchestrator.protocols import base
+from orchestrator.protocols.assistants import models
+from orchestrator.tools import threads as tool_threads
 
 __all__ = ["AnyToolCall", "ToolError", "ToolResult", "dispatch", "error_output"]
 
