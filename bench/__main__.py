@@ -21,6 +21,7 @@ REPORT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 BENCHMARKS: dict[str, str] = {
     "decode": "bench.decode",
     "drive": "bench.drive",
+    "drive_responses": "bench.drive_responses",
     "scale": "bench.scale",
     "dispatch_overhead": "bench.dispatch_overhead",
     "emulator_throughput": "bench.emulator_throughput",

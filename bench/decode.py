@@ -23,7 +23,7 @@ from openai.types.beta.threads.runs import RunStep as SdkRunStep
 from pydantic import BaseModel
 
 from bench import Section, compare, fmt_ratio, fmt_time, goal
-from orchestrator import models
+from orchestrator.protocols.assistants import models
 
 T0 = 1_730_000_000
 CITY_SCHEMA: dict[str, Any] = {

@@ -23,9 +23,11 @@ import anyio
 import msgspec
 
 from bench import Section, procs
-from orchestrator import client as client_mod
-from orchestrator import config, dispatch, events, models, tools
+from orchestrator import config, events, tools
 from orchestrator import orchestrator as orch_mod
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
+from orchestrator.tools import dispatch
 
 API_KEY = "sk-bench"
 COUNTS = (1, 8, 32)

@@ -16,8 +16,9 @@ import msgspec
 
 from bench import Section, goal, procs
 from bench import drive_sides as sides
-from orchestrator import client as client_mod
-from orchestrator import config, models
+from orchestrator import config
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 
 
 @dataclasses.dataclass(frozen=True)

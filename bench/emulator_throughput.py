@@ -15,8 +15,9 @@ import json
 import anyio
 
 from bench import Section, procs
-from orchestrator import client as client_mod
-from orchestrator import config, models
+from orchestrator import config
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 
 API_KEY = "sk-bench"
 #: A run that stays ``in_progress``: what most polls see.

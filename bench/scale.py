@@ -16,8 +16,8 @@ import msgspec
 
 from bench import Section, drive_sides, goal, procs
 from bench.scale_child import GC_THRESHOLDS, ScaleResult
-from orchestrator import client as client_mod
 from orchestrator import config
+from orchestrator.protocols.assistants import client as client_mod
 
 #: Emulator CPU (cores busy) above which a runs-per-second figure measures the emulator.
 EMULATOR_BOUND = 0.9

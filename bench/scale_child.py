@@ -26,9 +26,10 @@ import anyio
 import msgspec
 
 from bench import drive_sides, procs
-from orchestrator import client as client_mod
-from orchestrator import events, models
+from orchestrator import events
 from orchestrator import orchestrator as orch_mod
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 
 if TYPE_CHECKING:
     from openai.types.beta.threads.run_submit_tool_outputs_params import ToolOutput

@@ -27,7 +27,8 @@ from collections.abc import AsyncIterator
 import msgspec
 from aiohttp import web
 
-from orchestrator import Config, Emulator, Orchestrator, config, models, tools
+from orchestrator import Config, Emulator, Orchestrator, config, tools
+from orchestrator.protocols.assistants import models
 
 ORCH = web.AppKey("orchestrator", Orchestrator)
 ASSISTANT = web.AppKey("assistant", str)

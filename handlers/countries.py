@@ -170,7 +170,8 @@ async def search_countries(
         sort_by: "name" (A to Z) or "population" (largest first).
         limit: Maximum number of countries to return, 1 to 50.
     """
-    # strict schemas cannot carry bounds (see orchestrator.schema_rewrite): clamp, don't refuse
+    # strict schemas cannot carry bounds (see orchestrator.tools.schema_rewrite):
+    # clamp, don't refuse
     limit = max(1, min(limit, MAX_RESULTS))
     rows = [
         c

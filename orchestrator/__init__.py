@@ -12,12 +12,12 @@
         result = await orch.run(thread_id=..., assistant_id=...)
 """
 
-from orchestrator.client import AssistantsClient
 from orchestrator.config import Config
 from orchestrator.driver import RunResult
 from orchestrator.emulator import Emulator
 from orchestrator.errors import APIError, OrchestratorError
 from orchestrator.orchestrator import Orchestrator
+from orchestrator.protocols.assistants.client import AssistantsClient
 from orchestrator.tools import ToolContext, ToolRegistry, tool
 
 __all__ = [

@@ -27,21 +27,26 @@ import msgspec
 from msgspec import UNSET
 
 from orchestrator import (
-    assistants,
+    approvals,
     config,
     errors,
     events,
     logs,
     metrics,
-    models,
+    responses_driver,
     store,
     tools,
     tracing,
     worker,
 )
-from orchestrator import client as client_mod
+from orchestrator import driver as driver_mod
 from orchestrator import orchestrator as orch_mod
 from orchestrator import status_view as view
+from orchestrator.http import credentials
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
+from orchestrator.protocols.assistants import sync as assistants
+from orchestrator.protocols.responses import client as responses_client
 from orchestrator.store import base as store_base
 
 log = logging.getLogger("orchestrator.cli")
@@ -50,6 +55,7 @@ EXIT_CONFIG = 2
 #: Exit codes after SIGINT and SIGTERM, as a shell reports a process killed by them.
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+PROTOCOLS = ("assistants", "responses")
 DEMO_MODEL = "gpt-4o-mini"
 #: (question, the emulator's script for the assistant's answer) of each demo job.
 DEMO_JOBS: tuple[tuple[str, list[dict[str, Any]]], ...] = (
@@ -145,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--message", required=True, help="the user's message")
     p.add_argument("--thread", help="an existing thread (default: a new one)")
     p.add_argument("--mode", choices=["poll", "stream", "auto"], help="override poll.mode")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="assistants", help="wire protocol")
+    p.add_argument("--model", help=f"model of a Responses run (default: {DEMO_MODEL})")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
 
     p = sub.add_parser("worker", help="claim and drive jobs until stopped")
@@ -155,6 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--message", action="append", default=[], help="user message (repeatable)")
     p.add_argument("--thread", help="existing thread for a create job")
     p.add_argument("--adopt", nargs=2, metavar=("THREAD", "RUN"), help="adopt an existing run")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="assistants", help="wire protocol")
+    p.add_argument("--model", help="model of a Responses job")
+    p.add_argument("--agent", help="Foundry agent name of a Responses job (instead of --model)")
     p.add_argument("--lock", help="queueing lock: refuse while a queued job holds it")
     p.add_argument("--count", type=_int64, default=1, help="how many identical jobs")
 
@@ -184,6 +195,13 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("migrate", help="create or upgrade the store's schema (PostgreSQL: required)")
+
+    p = sub.add_parser("approve", help="decide a parked job's MCP tool approval and resume it")
+    p.add_argument("job", help="a job in state waiting_approval")
+    p.add_argument("calls", nargs="+", metavar="CALL", help="tool call id(s), from its status")
+    verdict = p.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--allow", action="store_true", help="let the MCP call run")
+    verdict.add_argument("--deny", action="store_true", help="refuse it")
 
     p = sub.add_parser("emulator", help="serve the local Assistants API emulator")
     p.add_argument("--host", default="127.0.0.1")
@@ -249,7 +267,8 @@ def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
 async def _endpoint(cfg: config.Config) -> AsyncIterator[tuple[config.Config, bool]]:
     """The config to use, with the bundled emulator started when no endpoint is configured."""
     if not (cfg.uses_emulator and cfg.api_key() is None):
-        if cfg.api_key() is None:
+        # Entra ID needs no key; a key or a bearer token comes from the named variable.
+        if cfg.api.resolved_credential != "entra" and cfg.api_key() is None:
             variable = cfg.api.api_key_env
             raise errors.ConfigError(
                 f"api.base_url is {cfg.api.base_url!r} but ${variable} is not set: export "
@@ -272,6 +291,12 @@ async def _endpoint(cfg: config.Config) -> AsyncIterator[tuple[config.Config, bo
 
 def _key(cfg: config.Config, emulated: bool) -> config.Secret | None:
     return cfg.api_key() or (config.Secret("emulator") if emulated else None)
+
+
+def _credential(cfg: config.Config, emulated: bool) -> credentials.TokenProvider | None:
+    if emulated:
+        return credentials.StaticKey("emulator", header="bearer")
+    return credentials.from_config(cfg.api)
 
 
 async def _demo_assistant(client: client_mod.AssistantsClient, registry: tools.ToolRegistry) -> str:
@@ -313,8 +338,14 @@ def _describe(event: events.Event) -> str | None:
             return f"stream fallback: {reason}"
         case events.UnknownStatus(status=status):
             return f"unknown status {status!r}; waiting"
-        case events.RunFinished(outcome=outcome):
+        case events.RunFinished(outcome=outcome) | events.ResponseFinished(outcome=outcome):
             return f"finished: {outcome}"
+        case events.ResponseCreated(response=response, adopted=adopted):
+            return f"response {response.id} {'adopted' if adopted else 'created'}"
+        case events.ResponseStatusChanged(previous=previous, current=current):
+            return f"status {previous or '-'} -> {current}"
+        case events.ToolRoundRequested(calls=round_calls):
+            return f"tool calls requested: {', '.join(c.name for c in round_calls)}"
         case _:
             return None
 
@@ -330,24 +361,33 @@ async def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
         elif (text := _describe(event)) is not None:
             print(text, flush=True)
 
-    result = None
+    result: driver_mod.RunResult | responses_driver.ResponseResult | None = None
     stopped_by: list[int] = []
     async with (
         _endpoint(cfg) as (cfg, emulated),
-        orch_mod.Orchestrator(cfg, api_key=_key(cfg, emulated), handler=show) as orch,
+        orch_mod.Orchestrator(cfg, credential=_credential(cfg, emulated), handler=show) as orch,
     ):
-        assistant = args.assistant
-        if assistant is None:
-            if not emulated:
-                raise errors.ConfigError("--assistant: required unless the emulator is used")
-            assistant = await _demo_assistant(orch.client, orch.registry)
-        thread = args.thread or (await orch.client.create_thread()).id
+        if args.protocol == "responses":
+            assistant = thread = ""
+        else:
+            assistant = args.assistant
+            if assistant is None:
+                if not emulated:
+                    raise errors.ConfigError("--assistant: required unless the emulator is used")
+                assistant = await _demo_assistant(orch.client, orch.registry)
+            thread = args.thread or (await orch.client.create_thread()).id
         message = models.MessageRequest(role="user", content=args.message)
         async with anyio.create_task_group() as tg:
             # SIGTERM (and SIGINT) cancel the drive: the driver cancels the run on the server
             # (shielded, bounded) instead of leaving it in_progress.
             tg.start_soon(_cancel_on_signals, tg.cancel_scope, stopped_by)
-            result = await orch.run(thread_id=thread, assistant_id=assistant, messages=[message])
+            if args.protocol == "responses":
+                model = args.model or DEMO_MODEL
+                result = await orch.respond(model=model, input=args.message)
+            else:
+                result = await orch.run(
+                    thread_id=thread, assistant_id=assistant, messages=[message]
+                )
             tg.cancel_scope.cancel()
     if stopped_by:
         print(f"orchestrator: stopped by signal {stopped_by[0]}", file=sys.stderr)
@@ -374,10 +414,14 @@ async def _run_worker(
     # (BENCHMARKS.md, B3). The process is ours here, so tune it here, not in the library.
     gc.set_threshold(50_000, 20, 10)
     m = metrics.Metrics()
-    async with client_mod.AssistantsClient(
-        cfg.api, cfg.retry, api_key=_key(cfg, emulated), observer=m
-    ) as client:
-        w = worker.Worker(cfg, st, client, tools.default_registry, metrics_=m)
+    key = _key(cfg, emulated)
+    async with (
+        client_mod.AssistantsClient(
+            cfg.api, cfg.retry, credential=_credential(cfg, emulated), observer=m
+        ) as client,
+        responses_client.ResponsesClient(cfg.api, cfg.retry, api_key=key, observer=m) as responses,
+    ):
+        w = worker.Worker(cfg, st, client, tools.default_registry, metrics_=m, responses=responses)
         if tracing.AVAILABLE:
             # Spans go to the global tracer provider: run the worker under
             # `opentelemetry-instrument` (or set one up in a tool module) to export them.
@@ -399,6 +443,11 @@ async def cmd_worker(cfg: config.Config, args: argparse.Namespace) -> int:
     tools.import_tool_modules(cfg.tools.modules)
     async with _endpoint(cfg) as (live, emulated), store.open_store(live.worker) as st:
         w = await _run_worker(live, emulated, st, until_idle=args.until_idle)
+    if w.stop_requested:
+        # The signal receiver is gone: a late signal (the drain is over) must not turn a clean
+        # exit into a death by signal (143).
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
     if w.aborted:
         # A second signal means now: sync tools still running in worker threads (which the
         # interpreter would wait for) are left behind; their jobs are resumed elsewhere.
@@ -410,7 +459,13 @@ async def cmd_worker(cfg: config.Config, args: argparse.Namespace) -> int:
 
 async def cmd_enqueue(cfg: config.Config, args: argparse.Namespace) -> int:
     spec: store_base.JobSpec
-    if args.adopt:
+    if args.protocol == "responses":
+        if args.adopt or args.assistant or args.thread:
+            raise errors.InvalidJob("a Responses job takes --model or --agent and --message")
+        spec = store_base.ResponseJob(
+            model=args.model, agent=args.agent, input="\n".join(args.message)
+        )
+    elif args.adopt:
         if args.assistant or args.message:
             raise errors.InvalidJob("--adopt takes no --assistant or --message")
         spec = store_base.AdoptJob(thread_id=args.adopt[0], run_id=args.adopt[1])
@@ -463,6 +518,16 @@ async def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_approve(cfg: config.Config, args: argparse.Namespace) -> int:
+    output = approvals.decision_output(bool(args.allow))
+    async with store.open_store(cfg.worker) as st:
+        for call in args.calls:
+            await st.decide(args.job, call, output)
+    verb = "allowed" if args.allow else "denied"
+    print(f"{args.job}: {', '.join(args.calls)} {verb}; the job is queued again")
+    return 0
+
+
 async def cmd_assistant(cfg: config.Config, args: argparse.Namespace) -> int:
     tools.import_tool_modules(cfg.tools.modules)
     if not len(tools.default_registry):
@@ -472,7 +537,9 @@ async def cmd_assistant(cfg: config.Config, args: argparse.Namespace) -> int:
         metadata = {"emulator_script": args.script}
     async with (
         _endpoint(cfg) as (live, emulated),
-        client_mod.AssistantsClient(live.api, live.retry, api_key=_key(live, emulated)) as client,
+        client_mod.AssistantsClient(
+            live.api, live.retry, credential=_credential(live, emulated)
+        ) as client,
     ):
         if emulated:
             print(
@@ -524,12 +591,18 @@ async def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
         cfg = msgspec.structs.replace(cfg, worker=wcfg)
         async with _endpoint(cfg) as (cfg, emulated), store.open_store(cfg.worker) as st:
             async with client_mod.AssistantsClient(
-                cfg.api, cfg.retry, api_key=_key(cfg, emulated)
+                cfg.api, cfg.retry, credential=_credential(cfg, emulated)
             ) as client:
                 assistant = await _demo_assistant(client, tools.default_registry)
             ids = []
             for i in range(args.jobs):
                 question, answer = DEMO_JOBS[i % len(DEMO_JOBS)]
+                spec: store_base.JobSpec
+                if i % 2:  # every other job speaks the Responses API
+                    script = {"emulator_script": json.dumps(answer)} if emulated else None
+                    spec = store_base.ResponseJob(model=DEMO_MODEL, input=question, metadata=script)
+                    ids.append(await st.enqueue(spec))
+                    continue
                 spec = store_base.CreateJob(
                     assistant_id=assistant,
                     messages=(models.MessageRequest(role="user", content=question),),
@@ -553,6 +626,7 @@ _COMMANDS = {
     "enqueue": cmd_enqueue,
     "status": cmd_status,
     "migrate": cmd_migrate,
+    "approve": cmd_approve,
     "assistant": cmd_assistant,
     "emulator": cmd_emulator,
     "demo": cmd_demo,

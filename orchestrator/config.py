@@ -20,7 +20,9 @@ import yaml
 from orchestrator import errors
 
 __all__ = [
+    "AllowRule",
     "ApiConfig",
+    "ApprovalsConfig",
     "Config",
     "LoggingConfig",
     "PollConfig",
@@ -86,14 +88,23 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 class ApiConfig(_Section, frozen=True):
     """Where the Assistants API is and how to talk to it."""
 
-    #: Base URL ending in ``/v1`` (OpenAI) or the resource endpoint (Azure). None: OpenAI's,
-    #: or the bundled emulator when no API key is set either.
+    #: Base URL ending in ``/v1`` (OpenAI), the resource endpoint (Azure OpenAI) or the project
+    #: endpoint ``https://<resource>.services.ai.azure.com/api/projects/<project>`` (Foundry).
+    #: None: OpenAI's, or the bundled emulator when no API key is set either.
     base_url: str | None = None
-    #: Environment variable holding the API key.
+    #: Environment variable holding the API key (or, with ``credential: token``, a bearer token).
     api_key_env: str = "OPENAI_API_KEY"
-    flavor: Literal["openai", "azure"] = "openai"
-    #: Azure ``api-version`` query parameter.
+    #: ``foundry``: Azure AI Foundry Agent Service (classic agents, threads/runs).
+    flavor: Literal["openai", "azure", "foundry"] = "openai"
+    #: ``api-version`` query parameter (Azure OpenAI: required; Foundry: default ``v1``).
     api_version: str | None = None
+    #: How requests authenticate: ``key`` (the API key), ``token`` (a bearer token from
+    #: ``api_key_env``, re-read when refused), ``entra`` (Microsoft Entra ID through
+    #: azure-identity's DefaultAzureCredential: ``az login``, managed identity...), ``auto``
+    #: (``entra`` for Foundry, else ``key``).
+    credential: Literal["auto", "key", "token", "entra"] = "auto"
+    #: Scope of Entra ID tokens.
+    token_scope: str = "https://ai.azure.com/.default"
     organization: str | None = None
     project: str | None = None
     #: Seconds for one whole request (not for a stream, which only has the read timeout).
@@ -118,6 +129,15 @@ class ApiConfig(_Section, frozen=True):
                 f"api.base_url: {self.base_url!r} ends in /v1, which is OpenAI's form; Azure wants "
                 "the resource endpoint, e.g. https://RESOURCE.openai.azure.com"
             )
+        if self.flavor == "foundry" and self.api_version is None:
+            msgspec.structs.force_setattr(self, "api_version", "v1")
+
+    @property
+    def resolved_credential(self) -> Literal["key", "token", "entra"]:
+        """``credential`` with ``auto`` decided by the flavour."""
+        if self.credential != "auto":
+            return self.credential
+        return "entra" if self.flavor == "foundry" else "key"
 
 
 class RetryConfig(_Section, frozen=True):
@@ -231,6 +251,23 @@ class ToolsConfig(_Section, frozen=True):
                 )
 
 
+class AllowRule(_Section, frozen=True):
+    """MCP tools of one server that may run without asking."""
+
+    server_label: str
+    #: Tool names allowed; ``"*"`` allows every tool of the server.
+    tools: tuple[str, ...] = ("*",)
+
+
+class ApprovalsConfig(_Section, frozen=True):
+    """Foundry's MCP tool approvals (``required_action.type: submit_tool_approval``)."""
+
+    #: ``policy``: allow what ``allow`` lists, deny the rest; ``wait``: a call the policy does
+    #: not allow parks the worker's job as ``waiting_approval`` until ``orchestrator approve``.
+    mode: Literal["policy", "wait"] = "policy"
+    allow: tuple[AllowRule, ...] = ()
+
+
 class WorkerConfig(_Section, frozen=True):
     """The long-running worker."""
 
@@ -304,6 +341,7 @@ class Config(_Section, frozen=True):
     poll: PollConfig = msgspec.field(default_factory=PollConfig)
     run: RunConfig = msgspec.field(default_factory=RunConfig)
     tools: ToolsConfig = msgspec.field(default_factory=ToolsConfig)
+    approvals: ApprovalsConfig = msgspec.field(default_factory=ApprovalsConfig)
     worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 

@@ -15,8 +15,9 @@ from typing import Any
 import anyio
 import msgspec
 
-from orchestrator import client as client_mod
-from orchestrator import config, errors, models, recovery, tools
+from orchestrator import approvals, config, errors, recovery, tools
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 from orchestrator.run_loop import Emit, Ledger, RunLoop, RunResult
 
 __all__ = ["Driver", "Emit", "Ledger", "RunResult"]
@@ -35,14 +36,17 @@ class Driver:
         *,
         tool_limiter: anyio.CapacityLimiter | None = None,
         cancel_on_abort: bool = True,
+        approve: approvals.Hook | None = None,
     ) -> None:
         """``cancel_on_abort``: cancel the remote run when driving stops early (caller cancelled,
-        a permanent error); the worker turns it off so another worker can resume the run."""
+        a permanent error); the worker turns it off so another worker can resume the run.
+        ``approve``: the hook deciding Foundry's MCP tool approvals (else ``approvals``)."""
         self.cancel_on_abort = cancel_on_abort
         self.client = client
         self.registry = registry
         self.settings = settings
         self.tool_limiter = tool_limiter or anyio.CapacityLimiter(settings.tools.concurrency)
+        self.approver = approvals.Approver(settings.approvals, approve)
 
     async def create(
         self,

@@ -14,24 +14,32 @@ from typing import Any, TypeAlias, TypeVar
 
 import msgspec
 
-from orchestrator import deltas, models
+from orchestrator.protocols import base
+from orchestrator.protocols.assistants import deltas, models
+from orchestrator.protocols.responses import wire
 
 __all__ = [
     "Event",
     "EventHandler",
     "MessageDelta",
     "OutputsSubmitted",
+    "ResponseCreated",
+    "ResponseFinished",
+    "ResponseStatusChanged",
     "RunAdopted",
     "RunCreated",
     "RunEvent",
     "RunFinished",
+    "ServerToolObserved",
     "StatusChanged",
     "StepCompleted",
     "StepDelta",
     "StreamFallback",
     "Subscribers",
+    "ToolApprovalDecided",
     "ToolCallFinished",
     "ToolCallsRequested",
+    "ToolRoundRequested",
     "UnknownStatus",
     "decode_event",
     "encode_event",
@@ -137,6 +145,36 @@ class StreamFallback(Event, frozen=True, kw_only=True, tag="stream.fallback"):
     reason: str
 
 
+class ToolApprovalDecided(Event, frozen=True, kw_only=True, tag="tool_approval.decided"):
+    """Foundry: an MCP call awaiting approval was allowed or denied."""
+
+    tool_call_id: str
+    server_label: str
+    name: str
+    approve: bool
+    #: Who decided: ``policy``, ``hook``, ``human`` (``orchestrator approve``) or ``ledger``
+    #: (decided before a restart, read back, never decided again).
+    source: str
+    reason: str | None = None
+
+
+class ServerToolObserved(Event, frozen=True, kw_only=True, tag="server_tool.observed"):
+    """Foundry: the service ran a tool of its own (``mcp``, ``bing_grounding``, ``openapi``...)
+    or reported an activity (``mcp_list_tools``); reported, never executed here."""
+
+    step_id: str
+    #: The tool call's or activity's type, as sent.
+    tool_type: str
+    #: The tool call's or activity's id.
+    item_id: str
+    #: The step's type: ``tool_calls`` or ``activities``.
+    step_type: str = "tool_calls"
+    #: The MCP server's label, for ``mcp`` calls and activities.
+    server_label: str | None = None
+    #: The MCP tool's name, for ``mcp`` calls.
+    name: str | None = None
+
+
 class RunFinished(Event, frozen=True, kw_only=True, tag="run.finished"):
     """The run reached a terminal state (``outcome`` says why when the driver ended it)."""
 
@@ -144,6 +182,39 @@ class RunFinished(Event, frozen=True, kw_only=True, tag="run.finished"):
     #: The run's final status, or ``timed_out`` / ``tool_failed`` when the driver cancelled it.
     outcome: str
     reply: str | None = None
+
+
+class ResponseCreated(Event, frozen=True, kw_only=True, tag="response.created"):
+    """A response of a Responses chain exists: created, or taken over (``adopted``) after a
+    restart or an ambiguous create. ``run_id`` is the response id, ``thread_id`` the chain's."""
+
+    response: wire.Response
+    adopted: bool = False
+
+
+class ResponseStatusChanged(Event, frozen=True, kw_only=True, tag="response.status_changed"):
+    """A response moved from ``previous`` to ``current``."""
+
+    previous: str | None
+    current: str
+    response: wire.Response
+
+
+class ToolRoundRequested(Event, frozen=True, kw_only=True, tag="tool_round.requested"):
+    """A tool round to answer (either protocol); ``reused``: ids answered from the ledger."""
+
+    calls: list[base.ToolCall]
+    reused: list[str] = []
+
+
+class ResponseFinished(Event, frozen=True, kw_only=True, tag="response.finished"):
+    """A Responses chain ended; ``response`` is its last response."""
+
+    response: wire.Response
+    #: The last response's status, or ``timed_out`` / ``tool_failed`` when the driver ended it.
+    outcome: str
+    reply: str | None = None
+    rounds: int = 0
 
 
 RunEvent: TypeAlias = (
@@ -158,7 +229,13 @@ RunEvent: TypeAlias = (
     | StepDelta
     | MessageDelta
     | StreamFallback
+    | ToolApprovalDecided
+    | ServerToolObserved
     | RunFinished
+    | ResponseCreated
+    | ResponseStatusChanged
+    | ToolRoundRequested
+    | ResponseFinished
 )
 
 EventHandler: TypeAlias = Callable[[Any], Awaitable[None] | None]

@@ -21,7 +21,8 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any, Final
 
-from orchestrator import events, models
+from orchestrator import events
+from orchestrator.protocols.assistants import models
 
 __all__ = ["AVAILABLE", "UNKNOWN", "Metrics"]
 
@@ -130,8 +131,20 @@ class Metrics:
         match event:
             case events.RunCreated(run_id=run_id, at=at) | events.RunAdopted(run_id=run_id, at=at):
                 self._started.setdefault(run_id, at)
+            case events.ResponseCreated(thread_id=chain, at=at):
+                self._started.setdefault(chain, at)  # a chain is timed from its first response
             case events.StatusChanged(current=status):
                 self.transitions.labels(_known(status, _STATUSES)).inc()
+            case events.ResponseStatusChanged(current=status, response=response):
+                self.transitions.labels(_known(status, _STATUSES)).inc()
+                if response.is_terminal and response.usage is not None:
+                    self.tokens.labels("prompt").inc(max(0, response.usage.input_tokens))
+                    self.tokens.labels("completion").inc(max(0, response.usage.output_tokens))
+            case events.ResponseFinished(thread_id=chain, outcome=outcome, at=at):
+                self.runs_finished.labels(outcome).inc()
+                started = self._started.pop(chain, None)
+                if started is not None:
+                    self.run_duration.labels(outcome).observe(max(0.0, at - started))
             case events.ToolCallFinished(name=name, error_type=error, duration=seconds):
                 tool = UNKNOWN if error in _NAME_NOT_REGISTERED else name
                 self.tool_calls.labels(tool, error or "ok").inc()

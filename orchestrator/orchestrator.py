@@ -18,9 +18,14 @@ import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from orchestrator import client as client_mod
-from orchestrator import config, errors, events, models, toolcheck, tools, tracing
+from orchestrator import approvals, config, errors, events, responses_driver, tools, tracing
 from orchestrator import driver as driver_mod
+from orchestrator.http import credentials
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
+from orchestrator.protocols.responses import client as responses_client
+from orchestrator.protocols.responses import wire
+from orchestrator.tools import check as toolcheck
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -61,9 +66,15 @@ class Orchestrator:
         base_url: str | None = None,
         api_key: config.Secret | str | None = None,
         handler: Handler | None = None,
+        credential: credentials.TokenProvider | None = None,
+        approve: approvals.Hook | None = None,
         metrics: Metrics | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
+        """``credential`` (e.g. ``credentials.EntraToken()``) wins over ``api_key``; with
+        neither, ``api.credential`` of the config decides. ``approve`` decides Foundry's MCP
+        tool approvals (``async def approve(call) -> bool | Approval``) instead of the
+        ``approvals`` policy of the config."""
         from orchestrator import config as config_mod
 
         self.config = config or config_mod.Config()
@@ -76,6 +87,8 @@ class Orchestrator:
         if isinstance(api_key, str):
             api_key = config_mod.check_key(api_key, "api_key")
         self._api_key = api_key
+        self._credential = credential
+        self._approve = approve
         self._metrics = metrics
         self.tool_check = toolcheck.ToolCheck(self.registry, self.config.tools.check_tools)
         self.subscribers = events.Subscribers()
@@ -88,26 +101,41 @@ class Orchestrator:
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._driver: driver_mod.Driver | None = None
+        self._responses: responses_client.ResponsesClient | None = None
 
     async def __aenter__(self) -> Self:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
             if self._client is None:
-                key = self._api_key if self._api_key is not None else self.config.api_key()
-                if not key:
+                credential = self._credential
+                if credential is None and self._api_key is None:
+                    credential = credentials.from_config(self.config.api)
+                if credential is None and not self._api_key:
                     variable = self.config.api.api_key_env
                     raise errors.ConfigError(
                         f"no API key: set {variable} (api.api_key_env names the variable) or "
-                        f"pass api_key=; requests to {self.config.api.base_url or 'OpenAI'} "
-                        "would go out unauthenticated"
+                        f"pass api_key= or credential=; requests to "
+                        f"{self.config.api.base_url or 'OpenAI'} would go out unauthenticated"
                     )
                 self._client = await stack.enter_async_context(
                     client_mod.AssistantsClient(
-                        self.config.api, self.config.retry, api_key=key, observer=self._metrics
+                        self.config.api,
+                        self.config.retry,
+                        api_key=self._api_key,
+                        credential=credential,
+                        observer=self._metrics,
                     )
                 )
-            self._driver = driver_mod.Driver(self._client, self.registry, self.config)
+            self._driver = driver_mod.Driver(
+                self._client, self.registry, self.config, approve=self._approve
+            )
+            key = self._api_key if self._api_key is not None else self.config.api_key()
+            self._responses = await stack.enter_async_context(
+                responses_client.ResponsesClient(
+                    self.config.api, self.config.retry, api_key=key, observer=self._metrics
+                )
+            )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
         except BaseException:
             await stack.__aexit__(None, None, None)
@@ -145,6 +173,13 @@ class Orchestrator:
         if self._driver is None:
             raise errors.OrchestratorError("use the Orchestrator inside `async with`")
         return self._driver
+
+    @property
+    def responses(self) -> responses_client.ResponsesClient:
+        """The shared Responses API client."""
+        if self._responses is None:
+            raise errors.OrchestratorError("use the Orchestrator inside `async with`")
+        return self._responses
 
     def on(self, *types: type[E]) -> Callable[[Handler], Handler]:
         """Decorator: call the function for events of these types (all events when none)."""
@@ -185,6 +220,35 @@ class Orchestrator:
         await self.tool_check.check(self.client, assistant_id, body.tools)
         with tracing.ending_spans():
             return await self.driver.create(thread_id, body, emit=self._emitter(handler))
+
+    async def respond(
+        self,
+        *,
+        model: str | None = None,
+        input: str | Sequence[wire.InputItem] = (),
+        agent: str | None = None,
+        handler: Handler | None = None,
+        **params: Any,
+    ) -> responses_driver.ResponseResult:
+        """Create a background response (Responses API) and drive it through its tool rounds
+        to the end: ``await orch.respond(model="gpt-4o", input="What time is it?")``.
+
+        The registry's tools are offered unless ``tools`` is given; ``agent`` names a Foundry
+        agent instead of a model; ``params`` are any other create fields (``instructions``,
+        ``max_output_tokens``, ``conversation``, ``metadata``...).
+        """
+        body = responses_driver.request_body(
+            self.registry, model=model, input=input, agent=agent, **params
+        )
+        with tracing.ending_spans():
+            return await responses_driver.drive(
+                self.responses,
+                self.registry,
+                self.config,
+                body,
+                emit=self._emitter(handler),
+                tool_limiter=self.driver.tool_limiter,
+            )
 
     async def create_thread_and_run(
         self,

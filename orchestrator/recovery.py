@@ -21,8 +21,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Final, TypeVar
 
-from orchestrator import client as client_mod
-from orchestrator import config, errors, models, retrying
+from orchestrator import config, errors
+from orchestrator.http import retrying
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 
 __all__ = [
     "CLOCK_SKEW",
@@ -142,7 +144,8 @@ async def find_message(
 
 def still_asking(run: models.Run, call_ids: Collection[str]) -> bool:
     """The run still waits for exactly these calls: a submit of them has not landed."""
-    return run.requires_action and {c.id for c in run.tool_calls} == set(call_ids)
+    asking = {c.id for c in (*run.tool_calls, *run.approval_calls)}
+    return run.requires_action and asking == set(call_ids)
 
 
 def since_now() -> float:

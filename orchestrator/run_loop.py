@@ -19,8 +19,11 @@ from typing import TYPE_CHECKING, Final, Protocol
 import anyio
 import msgspec
 
-from orchestrator import client as client_mod
-from orchestrator import config, dispatch, errors, events, models, recovery, retrying, streaming
+from orchestrator import approvals, config, errors, events, recovery
+from orchestrator.http import retrying
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models, streaming
+from orchestrator.tools import dispatch
 
 if TYPE_CHECKING:
     from orchestrator import driver as driver_mod
@@ -117,6 +120,7 @@ class RunLoop:
         self.settings = driver.settings
         self.tool_limiter = driver.tool_limiter
         self.cancel_on_abort = driver.cancel_on_abort
+        self.approver = driver.approver
         self.emit = emit
         self.ledger = ledger
         self.run_: models.Run | None = None
@@ -339,6 +343,8 @@ class RunLoop:
             exc.add_note(f"run {run.id} on thread {run.thread_id}")
         if not self.cancel_on_abort or (run is not None and run.is_terminal):
             return
+        if isinstance(exc, approvals.ApprovalPending):
+            return  # a deliberate pause: the run waits for the caller's decision
         if run is None and self.creating is None:
             return  # nothing was created
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
@@ -395,7 +401,11 @@ class RunLoop:
                     return await self._cancel_and_wait("tool_failed")
                 interval = poll.initial_interval
                 continue
-            if run.requires_action and not run.tool_calls:
+            if run.approval_calls and not self._stale_action(run):
+                await self._answer_approvals(run)
+                interval = poll.initial_interval
+                continue
+            if run.requires_action and not run.tool_calls and not run.approval_calls:
                 # An action of a kind we cannot answer: report it once, keep waiting.
                 kind = run.required_action.type if run.required_action else "none"
                 await self._unknown(run, f"requires_action:{kind}")
@@ -411,7 +421,7 @@ class RunLoop:
 
     def _stale_action(self, run: models.Run) -> bool:
         """The run still shows calls we already submitted: an old view, not a new round."""
-        ids = {call.id for call in run.tool_calls}
+        ids = {call.id for call in (*run.tool_calls, *run.approval_calls)}
         return bool(ids) and ids <= self.submitted_ids
 
     def _delay(self, interval: float, run: models.Run) -> float:
@@ -485,6 +495,7 @@ class RunLoop:
                 await self.emit(
                     events.StepCompleted(run_id=run.id, thread_id=run.thread_id, step=step)
                 )
+                await approvals.report_server_tools(step, self.emit)
 
     # --- streaming -------------------------------------------------------------------------
 
@@ -537,6 +548,7 @@ class RunLoop:
                 await self.emit(
                     events.StepCompleted(run_id=step.run_id, thread_id=step.thread_id, step=step)
                 )
+                await approvals.report_server_tools(step, self.emit)
             case streaming.StepDeltaEvent(delta=delta) if self.run_ is not None:
                 await self.emit(
                     events.StepDelta(
@@ -617,10 +629,16 @@ class RunLoop:
         ends = [d for d in (self.deadline, run.expires_at) if d is not None]
         return float(min(ends)) if ends else None
 
-    async def _submit(self, run: models.Run, outputs: Sequence[models.ToolOutput]) -> None:
+    async def _submit(
+        self,
+        run: models.Run,
+        outputs: Sequence[models.ToolOutput],
+        approvals_: Sequence[models.ToolApproval] = (),
+    ) -> None:
         """Submit a round at most once: after any attempt that fails, the run itself tells
-        whether it landed (it no longer asks for exactly these calls) before another try."""
-        ids = [o.tool_call_id for o in outputs]
+        whether it landed (it no longer asks for exactly these calls) before another try.
+        Foundry's approval rounds go the same way with ``approvals_`` instead of outputs."""
+        ids = [o.tool_call_id for o in outputs] + [a.tool_call_id for a in approvals_]
         self.submitted_ids.update(ids)
         if self.ledger is not None:
             self.ledger.check()
@@ -642,7 +660,7 @@ class RunLoop:
 
         async def found(response: client_mod.Response[models.Run]) -> bool:
             if response.data.status not in _NOT_TAKEN:
-                await self._landed(run, outputs)
+                await self._landed(run, outputs, ids)
             self.hint_ms = response.poll_after_ms
             await self._observe(response.data)
             return True
@@ -652,10 +670,8 @@ class RunLoop:
             async def send_stream() -> bool:
                 try:
                     with anyio.move_on_after(self._time_left()):
-                        async with self.client.submit_tool_outputs_stream(
-                            run.thread_id, run.id, outputs, retry=False
-                        ) as stream:
-                            await self._landed(run, outputs)
+                        async with self._submit_stream(run, outputs, approvals_) as stream:
+                            await self._landed(run, outputs, ids)
                             await self._consume(stream)
                 except errors.BadRequestError as exc:
                     self.fell_back = True
@@ -676,12 +692,17 @@ class RunLoop:
 
         async def send() -> bool:
             try:
-                response = await self.client.submit_tool_outputs_response(
-                    run.thread_id, run.id, outputs, retry=False
-                )
+                if approvals_:
+                    response = await self.client.submit_tool_approvals_response(
+                        run.thread_id, run.id, approvals_, retry=False
+                    )
+                else:
+                    response = await self.client.submit_tool_outputs_response(
+                        run.thread_id, run.id, outputs, retry=False
+                    )
             except errors.BadRequestError as exc:
                 return await found(await refused(exc))
-            await self._landed(run, outputs)
+            await self._landed(run, outputs, ids)
             self.hint_ms = response.poll_after_ms
             await self._observe(response.data)
             return True
@@ -692,12 +713,27 @@ class RunLoop:
 
         await recovery.exactly_once(self.settings.retry, send, find, what="submit_tool_outputs")
 
-    async def _landed(self, run: models.Run, outputs: Sequence[models.ToolOutput]) -> None:
-        """The server took the round."""
+    def _submit_stream(
+        self,
+        run: models.Run,
+        outputs: Sequence[models.ToolOutput],
+        approvals_: Sequence[models.ToolApproval],
+    ) -> AbstractAsyncContextManager[streaming.EventStream]:
+        if approvals_:
+            return self.client.submit_tool_approvals_stream(
+                run.thread_id, run.id, approvals_, retry=False
+            )
+        return self.client.submit_tool_outputs_stream(run.thread_id, run.id, outputs, retry=False)
+
+    async def _landed(
+        self, run: models.Run, outputs: Sequence[models.ToolOutput], ids: Sequence[str]
+    ) -> None:
+        """The server took the round (outputs, or approval decisions)."""
         self.outputs.extend(outputs)
         if self.ledger is not None:
-            await self.ledger.submitted(run.id, [o.tool_call_id for o in outputs])
-        await self._emit_submitted(run, outputs)
+            await self.ledger.submitted(run.id, ids)
+        if outputs:
+            await self._emit_submitted(run, outputs)
 
     async def _emit_submitted(self, run: models.Run, outputs: Sequence[models.ToolOutput]) -> None:
         log.info(
@@ -708,6 +744,13 @@ class RunLoop:
         await self.emit(
             events.OutputsSubmitted(run_id=run.id, thread_id=run.thread_id, outputs=list(outputs))
         )
+
+    async def _answer_approvals(self, run: models.Run) -> None:
+        """Foundry's ``submit_tool_approval``: decide (ledger, hook or policy), then submit the
+        decisions as a round (the ledger keeps them like outputs)."""
+        answers = await self.approver.decide(run, ledger=self.ledger, emit=self.emit)
+        self.rounds += 1
+        await self._submit(run, (), answers)
 
     # --- cancelling and finishing ----------------------------------------------------------
 

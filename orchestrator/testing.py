@@ -28,10 +28,11 @@ from typing import Any, Final
 
 import msgspec
 
-from orchestrator import config, events, models, tools
+from orchestrator import config, events, tools
 from orchestrator import orchestrator as orchestrator_mod
 from orchestrator.driver import RunResult
 from orchestrator.emulator import Emulator
+from orchestrator.protocols.assistants import models
 
 __all__ = [
     "Call",

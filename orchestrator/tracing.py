@@ -2,7 +2,8 @@
 
 Without ``opentelemetry-api`` installed nothing is registered and nothing is paid. With it, each
 run is a span (``assistants.run``) carrying its status transitions as span events, and each tool
-call a child span (``tool <name>``) timed from the call's own measured duration. Spans go to
+call a child span (``tool <name>``) timed from the call's own measured duration. Each response
+of a Responses chain is a span (``responses.response``), ended with its chain. Spans go to
 whatever tracer provider the application configured (the API's no-op one by default).
 
 A run's span ends at ``RunFinished``; a drive that ends by an exception or a cancellation sends
@@ -73,6 +74,8 @@ class SpanRecorder:
         self._trace = trace
         self._tracer = trace.get_tracer("run-orchestrator", tracer_provider=tracer_provider)
         self._runs: dict[str, Span] = {}
+        #: Responses chain id -> ids of its responses with open spans.
+        self._chains: dict[str, list[str]] = {}
 
     def observe(self, event: Any) -> None:
         """Record one driver event (for a ``Driver`` or ``Worker`` you wire yourself)."""
@@ -97,6 +100,30 @@ class SpanRecorder:
             case events.OutputsSubmitted(run_id=run_id, outputs=outputs):
                 if (span := self._runs.get(run_id)) is not None:
                     span.add_event("tool_outputs.submitted", {"count": len(outputs)})
+            case events.ResponseCreated(run_id=run_id, thread_id=chain, response=response):
+                self._runs[run_id] = self._tracer.start_span(
+                    "responses.response",
+                    attributes={
+                        "responses.response_id": run_id,
+                        "responses.chain": chain,
+                        "responses.model": response.model,
+                        "responses.adopted": event.adopted,
+                    },
+                )
+                self._chains.setdefault(chain, []).append(run_id)
+                if (started := _started.get()) is not None:
+                    started.append((self, run_id))
+            case events.ResponseStatusChanged(run_id=run_id, previous=previous, current=current):
+                if (span := self._runs.get(run_id)) is not None:
+                    span.add_event("status", {"previous": previous or "", "current": current})
+                    span.set_attribute("responses.status", current)
+            case events.ResponseFinished(thread_id=chain, outcome=outcome):
+                for response_id in self._chains.pop(chain, []):
+                    if (span := self._runs.pop(response_id, None)) is not None:
+                        span.set_attribute("responses.outcome", outcome)
+                        if outcome != "completed":
+                            span.set_status(self._trace.StatusCode.ERROR, outcome)
+                        span.end()
             case events.RunFinished(run_id=run_id, outcome=outcome):
                 if (span := self._runs.pop(run_id, None)) is not None:
                     span.set_attribute("assistants.outcome", outcome)

@@ -38,9 +38,23 @@ from typing import Final
 import anyio
 import msgspec
 
-from orchestrator import client as client_mod
-from orchestrator import config, driver, errors, events, health, metrics, models, recovery, tools
+from orchestrator import (
+    approvals,
+    config,
+    driver,
+    errors,
+    events,
+    health,
+    metrics,
+    recovery,
+    response_jobs,
+    tools,
+)
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
+from orchestrator.protocols.responses import client as responses_client
 from orchestrator.store import base as store_base
+from orchestrator.tools import check as toolcheck
 
 __all__ = ["JOB_METADATA_KEY", "Worker"]
 
@@ -135,13 +149,18 @@ class Worker:
         worker_id: str | None = None,
         metrics_: metrics.Metrics | None = None,
         handler: Callable[[events.Event], Awaitable[None] | None] | None = None,
+        responses: responses_client.ResponsesClient | None = None,
     ) -> None:
+        """``responses``: the client for ``ResponseJob``s (without it they fail)."""
         self.settings = settings
         self.store = store
         self.client = client
+        self.responses = responses
+        self.registry = registry
         self.metrics = metrics_ or metrics.Metrics()
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.driver = driver.Driver(client, registry, settings, cancel_on_abort=False)
+        self.tool_check = toolcheck.ToolCheck(registry, settings.tools.check_tools)
         self.subscribers = events.Subscribers()
         self.subscribers.add(self.metrics.observe)
         if handler is not None:
@@ -156,6 +175,11 @@ class Worker:
         self.health_address: tuple[str, int] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def stop_requested(self) -> bool:
+        """``stop()`` was called (by a signal handler, say)."""
+        return self._stop_requests > 0
 
     @property
     def aborted(self) -> bool:
@@ -370,11 +394,17 @@ class Worker:
                     entry.run = run
                     entry.in_round = False
                     entry.round_done.set()
+                case events.ResponseFinished():
+                    entry.in_round = False
+                    entry.round_done.set()
                 case _:
                     pass
             await self.subscribers.emit(event)
 
         spec = job.spec
+        if isinstance(spec, store_base.ResponseJob):
+            await self._drive_response_job(job, spec, ledger, emit)
+            return
         if isinstance(spec, store_base.AdoptJob):
             result = await self.driver.adopt(
                 spec.thread_id, spec.run_id, emit=emit, ledger=ledger, attempt=job.attempts
@@ -405,6 +435,29 @@ class Worker:
             extra={"job_id": job.id, "run_id": result.run.id, "action": "job_done"},
         )
 
+    async def _drive_response_job(
+        self,
+        job: store_base.Job,
+        spec: store_base.ResponseJob,
+        ledger: _JobLedger,
+        emit: driver.Emit,
+    ) -> None:
+        if self.responses is None:
+            raise errors.ConfigError("a response job needs the worker's Responses client")
+        state, result = await response_jobs.drive(
+            job,
+            spec,
+            store=self.store,
+            client=self.responses,
+            registry=self.registry,
+            settings=self.settings,
+            claim=ledger,
+            emit=emit,
+            tool_limiter=self.driver.tool_limiter,
+        )
+        await self.store.complete(job.id, job.epoch, state, result)
+        log.info("job %s: %s", state, result.status, extra={"job_id": job.id, "action": "job_done"})
+
     async def _create_or_resume(
         self,
         job: store_base.Job,
@@ -429,6 +482,7 @@ class Worker:
                 thread_id, run_id, emit=emit, ledger=ledger, attempt=job.attempts
             )
         body = spec.run_request()
+        await self.tool_check.check(self.client, spec.assistant_id, body.tools)
         metadata = dict(body.metadata or {}) if body.metadata is not msgspec.UNSET else {}
         metadata[JOB_METADATA_KEY] = job.id
         body = msgspec.structs.replace(body, metadata=metadata)
@@ -458,6 +512,11 @@ class Worker:
         entry.released = True
         with anyio.CancelScope(shield=True):
             try:
+                if isinstance(exc, approvals.ApprovalPending):
+                    # A human decides (``orchestrator approve``), which queues the job again.
+                    log.info("%s", exc, extra={"job_id": job.id, "action": "waiting_approval"})
+                    await self.store.park(job.id, job.epoch, f"waiting for approval: {exc}")
+                    return
                 if isinstance(exc, errors.TransientError | errors.StoreError):
                     # Not handed back: the lease lapses and the job is claimed again then, with
                     # the attempt counted, so a job failing this way backs off and is bounded.

@@ -13,9 +13,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from orchestrator import AssistantsClient, models, tools
-from orchestrator.assistants import sync_assistant
+from orchestrator import AssistantsClient, tools
 from orchestrator.emulator import Emulator
+from orchestrator.protocols.assistants import models
+from orchestrator.protocols.assistants.sync import sync_assistant
 
 ROOT = Path(__file__).parent.parent
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")

@@ -19,6 +19,7 @@ from bench import (  # noqa: E402
     Section,
     dispatch_overhead,
     drive,
+    drive_responses,
     emulator_throughput,
     report,
     scale,
@@ -38,6 +39,9 @@ SCALE = scale.Params(
     poll=(("initial_interval", 0.03), ("max_interval", 0.05), ("multiplier", 1.5)),
     sdk_interval_ms=30,
 )
+DRIVE_RESPONSES = drive_responses.Params(
+    runs=2, interval_ms=20, queue_delay=0.005, think_delay=0.02, sides=("sdk", "ours-stream")
+)
 DISPATCH = dispatch_overhead.Params(rounds=8, runs=2)
 THROUGHPUT = emulator_throughput.Params(duration=0.2, concurrency=4)
 
@@ -46,9 +50,10 @@ THROUGHPUT = emulator_throughput.Params(duration=0.2, concurrency=4)
 def measured() -> Iterator[dict[str, Future[Any]]]:
     """Each benchmark measured once; they spend most of their time starting child processes,
     so they run side by side (each has its own emulator)."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=5) as pool:
         yield {
             "drive": pool.submit(drive.measure, DRIVE),
+            "drive_responses": pool.submit(drive_responses.measure, DRIVE_RESPONSES),
             "scale": pool.submit(scale.measure, SCALE),
             "dispatch": pool.submit(dispatch_overhead.measure, DISPATCH),
             "throughput": pool.submit(emulator_throughput.measure, THROUGHPUT),
@@ -70,6 +75,19 @@ def test_drive_every_contender_completes_its_runs(measured: dict[str, Future[Any
     stream = results[-1].measured
     assert stream.run_requests == 2 * stream.runs
     assert "B2 drive" in rendered("drive", drive.report(DRIVE, results))
+
+
+def test_drive_responses_every_contender_completes_its_chains(
+    measured: dict[str, Future[Any]],
+) -> None:
+    results: list[drive_responses.Outcome] = measured["drive_responses"].result()
+    assert [r.side for r in results] == list(DRIVE_RESPONSES.sides)
+    for r in results:
+        assert r.measured.outcomes == {"completed": DRIVE_RESPONSES.runs}, r.side
+        # Two responses per chain, each created and read at least once.
+        assert r.measured.requests >= 4 * r.measured.runs
+    section = drive_responses.report(DRIVE_RESPONSES, results)
+    assert "B2/B3 Responses" in rendered("drive_responses", section)
 
 
 def test_scale_counts_runs_in_flight(measured: dict[str, Future[Any]]) -> None:

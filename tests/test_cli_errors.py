@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import AssistantsClient, cli, errors, models, tools
+from orchestrator import AssistantsClient, cli, errors, tools
 from orchestrator.emulator import Emulator
 from orchestrator.emulator.settings import EmulatorSettings, FaultSettings
+from orchestrator.protocols.assistants import models
 
 
 @pytest.fixture(autouse=True)

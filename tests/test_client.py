@@ -15,7 +15,9 @@ from aiohttp import web
 from manual_time import ManualTime
 from multidict import CIMultiDictProxy, MultiMapping
 
-from orchestrator import client, config, errors, models, ratelimit
+from orchestrator import config, errors
+from orchestrator.http import ratelimit
+from orchestrator.protocols.assistants import client, models
 
 pytestmark = pytest.mark.anyio
 

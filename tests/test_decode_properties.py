@@ -18,7 +18,9 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import errors, models, scrub, streaming, transport
+from orchestrator import errors, scrub
+from orchestrator.http import transport
+from orchestrator.protocols.assistants import models, streaming
 
 SETTINGS = settings(
     max_examples=150,

@@ -19,7 +19,9 @@ import anyio.lowlevel
 import msgspec
 import pytest
 
-from orchestrator import config, dispatch, errors, models, tools
+from orchestrator import config, errors, tools
+from orchestrator.protocols.assistants import models
+from orchestrator.tools import dispatch
 
 pytestmark = pytest.mark.anyio
 
@@ -388,7 +390,7 @@ async def test_sync_timeout_abandons_the_thread(caplog: pytest.LogCaptureFixture
 
     settings = config.ToolsConfig(timeout=0.05)
     try:
-        with caplog.at_level(logging.WARNING, logger="orchestrator.dispatch"):
+        with caplog.at_level(logging.WARNING, logger="orchestrator.tools.dispatch"):
             [result] = await run([call("stuck", call_id="c_stuck")], registry, settings)
         assert error_of(result)["type"] == "timeout"
         assert not finished.is_set()  # dispatch returned while the thread still runs
@@ -723,3 +725,77 @@ async def test_an_unknown_tool_name_with_lone_surrogates_is_encodable() -> None:
     results = await run([call("\ud800tool")], tools.ToolRegistry())
     assert error_of(results[0])["type"] == "unknown_tool"
     msgspec.json.encode(results)
+
+
+# --- the guard: no tool starts once the right to act is gone ------------------------------------
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_a_failing_guard_starts_no_tool_and_frees_every_slot(is_async: bool) -> None:
+    reg = tools.ToolRegistry()
+    started: list[str] = []
+
+    if is_async:
+
+        @reg.tool(name="effect")
+        async def effect_async(key: str) -> str:
+            """A side effect.
+
+            Args:
+                key: Which.
+            """
+            started.append(key)
+            return key
+
+    else:
+
+        @reg.tool(name="effect")
+        def effect_sync(key: str) -> str:
+            """A side effect.
+
+            Args:
+                key: Which.
+            """
+            started.append(key)
+            return key
+
+    def gone() -> None:
+        raise errors.LeaseLost("job j: the lease was not renewed in time", job_id="j", epoch=1)
+
+    limiter = anyio.CapacityLimiter(2)
+    calls = [call("effect", json.dumps({"key": k}), f"call_{k}") for k in "abc"]
+    with pytest.raises((errors.LeaseLost, ExceptionGroup)) as info:
+        await run(calls, reg, limiter=limiter, guard=gone)
+    leaves = errors.leaves(info.value)
+    assert leaves
+    assert all(isinstance(e, errors.LeaseLost) for e in leaves)
+    assert started == []
+    assert limiter.borrowed_tokens == 0
+
+
+async def test_the_guard_is_checked_again_in_a_sync_tools_thread() -> None:
+    """A sync body may start late (a busy or paused process): its thread checks first."""
+    reg = tools.ToolRegistry()
+    started: list[str] = []
+    checks: list[str] = []
+
+    @reg.tool
+    def effect(key: str) -> str:
+        """A side effect.
+
+        Args:
+            key: Which.
+        """
+        started.append(key)
+        return key
+
+    def guard() -> None:
+        checks.append(threading.current_thread().name)
+        if len(checks) > 1:  # passes on the event loop, fails in the tool's thread
+            raise errors.LeaseLost("lapsed", job_id="j", epoch=1)
+
+    with pytest.raises(errors.LeaseLost):
+        await run([call("effect", '{"key": "a"}')], reg, guard=guard)
+    assert started == []
+    assert len(checks) == 2
+    assert checks[0] != checks[1]

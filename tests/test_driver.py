@@ -13,10 +13,11 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from orchestrator import config, errors, events, models, tools
+from orchestrator import config, errors, events, tools
 from orchestrator import orchestrator as orch_mod
-from orchestrator.client import AssistantsClient
 from orchestrator.emulator import Emulator
+from orchestrator.protocols.assistants import models
+from orchestrator.protocols.assistants.client import AssistantsClient
 
 pytestmark = pytest.mark.anyio
 

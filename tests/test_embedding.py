@@ -133,13 +133,14 @@ async def test_tools_missing_from_the_registry_are_named_before_the_run(
         async with Orchestrator(fast(), registry=registry, client=client) as orch:
             result = await orch.run(thread_id=thread.id, assistant_id=assistant.id)
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-        check = [r for r in warnings if r.name == "orchestrator.toolcheck"]
+        check = [r for r in warnings if r.name == "orchestrator.tools.check"]
         assert len(check) == 1
         assert "lookup" in check[0].getMessage()
         assert assistant.id in check[0].getMessage()
         # At run time the unknown tool is a WARNING too, not INFO.
         assert any(
-            r.name == "orchestrator.dispatch" and "unknown_tool" in r.getMessage() for r in warnings
+            r.name == "orchestrator.tools.dispatch" and "unknown_tool" in r.getMessage()
+            for r in warnings
         )
         assert result.outcome == "completed"
 

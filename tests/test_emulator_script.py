@@ -13,9 +13,10 @@ import jsonschema  # type: ignore[import-untyped]
 import msgspec
 import pytest
 
-from orchestrator import config, models
+from orchestrator import config
 from orchestrator.emulator import EmulatorSettings, add_arguments, script, settings_from_args, state
 from orchestrator.emulator import schema as synth
+from orchestrator.protocols.assistants import models
 
 
 class Address(msgspec.Struct):

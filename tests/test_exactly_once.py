@@ -19,10 +19,11 @@ import anyio
 import msgspec
 import pytest
 
-from orchestrator import config, errors, models, tools
+from orchestrator import config, errors, tools
 from orchestrator import orchestrator as orch_mod
-from orchestrator.client import AssistantsClient
 from orchestrator.emulator import Emulator
+from orchestrator.protocols.assistants import models
+from orchestrator.protocols.assistants.client import AssistantsClient
 
 pytestmark = pytest.mark.anyio
 

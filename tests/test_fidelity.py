@@ -37,7 +37,8 @@ from openai.types.beta.threads.runs import RunStepDeltaEvent
 from openai.types.shared import ErrorObject
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from orchestrator import errors, models, streaming
+from orchestrator import errors
+from orchestrator.protocols.assistants import models, streaming
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),

@@ -10,7 +10,9 @@ import pytest
 
 import handlers  # noqa: F401  (registers the tools)
 from handlers import calculator, clock, countries
-from orchestrator import config, dispatch, models, tools
+from orchestrator import config, tools
+from orchestrator.protocols.assistants import models
+from orchestrator.tools import dispatch
 
 HAS_TZDATA = bool(zoneinfo.available_timezones())
 needs_tzdata = pytest.mark.skipif(not HAS_TZDATA, reason="no time zone database on this machine")

@@ -12,7 +12,9 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from orchestrator import config, errors, models, streaming, transport
+from orchestrator import config, errors
+from orchestrator.http import transport
+from orchestrator.protocols.assistants import models, streaming
 
 pytestmark = pytest.mark.anyio
 

@@ -3,7 +3,8 @@
 import msgspec
 import pytest
 
-from orchestrator import events, metrics, models
+from orchestrator import events, metrics
+from orchestrator.protocols.assistants import models
 
 pytestmark = pytest.mark.skipif(not metrics.AVAILABLE, reason="prometheus-client not installed")
 

@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from orchestrator import errors, models
+from orchestrator import errors
+from orchestrator.protocols.assistants import models
 
 # --- payload corpus ------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import anyio
 import pytest
 from manual_time import ManualTime
 
-from orchestrator import ratelimit
+from orchestrator.http import ratelimit
 
 pytestmark = pytest.mark.anyio
 

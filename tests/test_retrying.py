@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import config, errors, retrying
+from orchestrator import config, errors
+from orchestrator.http import retrying
 
 CFG = config.RetryConfig(attempts=4, initial_backoff=0.5, max_backoff=8.0, max_retry_after=60.0)
 

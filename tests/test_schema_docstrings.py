@@ -4,7 +4,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator import docstrings, models, tools
+from orchestrator import tools
+from orchestrator.protocols.assistants import models
+from orchestrator.tools import docstrings
 
 GOOGLE = """Fetch the weather forecast.
 

@@ -1,7 +1,7 @@
 """An independent checker of OpenAI's strict-mode schema rules, used by the other schema tests.
 
-Written from the Structured Outputs rules, not from ``orchestrator.schema_rewrite``, so the two
-can disagree: the root is an object; every object lists all its properties as required and
+Written from the Structured Outputs rules, not from ``orchestrator.tools.schema_rewrite``, so
+the two can disagree: the root is an object; every object lists all its properties as required and
 has ``additionalProperties: false``; only the (conservative) supported keywords appear; every
 node has a type; ``$ref`` stands alone and resolves; arrays say what their items are.
 """

@@ -19,7 +19,8 @@ from openai.types.shared_params.function_definition import FunctionDefinition
 from test_schema_oracle import check_strict
 
 import handlers
-from orchestrator import models, tools
+from orchestrator import tools
+from orchestrator.protocols.assistants import models
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "handlers.json"
 

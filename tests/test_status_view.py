@@ -21,7 +21,13 @@ def test_status_json_for_the_queue_and_for_one_job(capsys: pytest.CaptureFixture
     first, _ = capsys.readouterr().out.split()
     assert cli.main(["status", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["counts"] == {"queued": 2, "running": 0, "succeeded": 0, "failed": 0}
+    assert data["counts"] == {
+        "queued": 2,
+        "running": 0,
+        "waiting_approval": 0,
+        "succeeded": 0,
+        "failed": 0,
+    }
     assert {j["id"] for j in data["jobs"]} >= {first}
     assert cli.main(["status", first, "--json"]) == 0
     one = json.loads(capsys.readouterr().out)

@@ -14,7 +14,8 @@ import anyio
 import msgspec
 import pytest
 
-from orchestrator import config, errors, models, store
+from orchestrator import config, errors, store
+from orchestrator.protocols.assistants import models
 from orchestrator.store import AdoptJob, CreateJob, JobResult, JobState, JobStore
 
 pytestmark = pytest.mark.anyio
@@ -317,6 +318,7 @@ async def test_counts_and_list_jobs(st: JobStore, t0: float) -> None:
     assert await st.counts() == {
         JobState.QUEUED: 2,
         JobState.RUNNING: 1,
+        JobState.WAITING_APPROVAL: 0,
         JobState.SUCCEEDED: 1,
         JobState.FAILED: 0,
     }
@@ -324,6 +326,32 @@ async def test_counts_and_list_jobs(st: JobStore, t0: float) -> None:
     assert [j.id for j in await st.list_jobs(limit=2)] == ids[:1:-1]
     assert [j.id for j in await st.list_jobs(state=JobState.RUNNING)] == [b.id]
     assert await st.list_jobs(state=JobState.FAILED) == []
+
+
+async def test_a_parked_job_waits_for_a_decision(st: JobStore, t0: float) -> None:
+    job_id = await st.enqueue(hello())
+    job = await claim(st, "w", t0)
+    await st.record_run(job_id, job.epoch, "run_1")
+    with pytest.raises(errors.LeaseLost):
+        await st.park(job_id, job.epoch + 1, "waiting for approval: c1")
+    await st.park(job_id, job.epoch, "waiting for approval: c1")
+    parked = await st.get(job_id)
+    assert parked is not None
+    assert (parked.state, parked.attempts, parked.lease_owner) == (
+        JobState.WAITING_APPROVAL,
+        0,
+        None,
+    )
+    assert await st.claim("w", lease_seconds=LEASE, now=t0 + 10 * LEASE) is None
+    with pytest.raises(errors.LeaseLost):  # the parking claim's writes are fenced off now
+        await st.save_output(job_id, job.epoch, "run_1", "c1", "late")
+    await st.decide(job_id, "c1", "approval:deny")
+    assert await st.outputs("run_1") == {"c1": "approval:deny"}
+    again = await claim(st, "w", t0)
+    assert (again.id, again.state, again.attempts) == (job_id, JobState.RUNNING, 1)
+    assert any("waiting for approval" in m for m in await messages(st, job_id))
+    with pytest.raises(errors.InvalidJob, match="not waiting"):
+        await st.decide(job_id, "c1", "approval:allow")
 
 
 async def test_ledger_is_fenced_by_epoch(st: JobStore, t0: float) -> None:

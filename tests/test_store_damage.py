@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from orchestrator import errors, models, store
+from orchestrator import errors, store
+from orchestrator.protocols.assistants import models
 from orchestrator.store import CreateJob, JobState, JobStore, base
 
 pytestmark = pytest.mark.anyio

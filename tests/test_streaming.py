@@ -11,7 +11,8 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from orchestrator import client, config, errors, models, streaming
+from orchestrator import config, errors
+from orchestrator.protocols.assistants import client, models, streaming
 
 # --- framing -------------------------------------------------------------------------------
 

@@ -10,7 +10,10 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from orchestrator import config, dispatch, models, tool_threads, tools
+from orchestrator import config, tools
+from orchestrator.protocols.assistants import models
+from orchestrator.tools import dispatch
+from orchestrator.tools import threads as tool_threads
 
 pytestmark = pytest.mark.anyio
 
@@ -159,7 +162,8 @@ def test_an_abandoned_thread_does_not_hold_up_process_exit() -> None:
     script = textwrap.dedent(
         """
         import time, anyio
-        from orchestrator import config, dispatch, models, tools
+        from orchestrator import config, models, tools
+        from orchestrator.tools import dispatch
 
         registry = tools.ToolRegistry()
 

@@ -15,7 +15,8 @@ import anyio
 import msgspec
 import pytest
 
-from orchestrator import errors, models, tools
+from orchestrator import errors, tools
+from orchestrator.protocols.assistants import models
 
 
 class Level(enum.StrEnum):

@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from orchestrator import config, errors, tools, tracing
 from orchestrator import orchestrator as orch_mod
-from orchestrator.client import AssistantsClient
 from orchestrator.emulator import Emulator
+from orchestrator.protocols.assistants.client import AssistantsClient
 
 pytestmark = pytest.mark.anyio
 
@@ -169,3 +169,35 @@ async def test_a_span_ended_normally_is_not_ended_again(client: AssistantsClient
     [run_span] = [s for s in exporter.get_finished_spans() if s.name == "assistants.run"]
     assert run_span.attributes is not None
     assert run_span.attributes["assistants.outcome"] == "completed"
+
+
+async def test_response_chain_spans() -> None:
+    registry = tools.ToolRegistry()
+
+    @registry.tool
+    def double(x: int) -> int:
+        """Twice x."""
+        return 2 * x
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    recorder = tracing.SpanRecorder(tracer_provider=provider)
+    async with Emulator(queue_delay=0.01, think_delay=0.01) as emu:
+        raw = {"api": {"base_url": emu.base_url}, "poll": {"initial_interval": 0.01}}
+        cfg = msgspec.convert(raw, config.Config)
+        async with orch_mod.Orchestrator(
+            cfg, registry=registry, api_key="k", handler=recorder.observe
+        ) as orch:
+            result = await orch.respond(model="m", input="x")
+
+    finished = exporter.get_finished_spans()
+    responses = [s for s in finished if s.name == "responses.response"]
+    assert len(responses) == 2  # the function call, then the answer
+    for span in responses:
+        assert span.attributes is not None
+        assert span.attributes["responses.outcome"] == "completed"
+    [tool] = [s for s in finished if s.name == "tool double"]
+    assert tool.parent is not None
+    assert tool.parent.span_id == responses[0].context.span_id
+    assert result.ok

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ import pytest
 from prometheus_client import parser
 from worker_tools import lab
 
-from orchestrator import cli, errors, metrics, models, worker
+from orchestrator import cli, errors, metrics, worker
 from orchestrator.emulator import Emulator
+from orchestrator.protocols.assistants import models
 from orchestrator.store import AdoptJob, CreateJob, JobState, SqliteStore
 
 pytestmark = pytest.mark.anyio
@@ -498,7 +500,9 @@ def test_status_prints_the_job_table_and_one_jobs_history(
 
     assert cli.main(["--config", cfg, "status"]) == 0
     counts, _, *lines = capsys.readouterr().out.splitlines()
-    assert counts == "jobs: 4 in all: 2 queued, 0 running, 1 succeeded, 1 failed"
+    assert (
+        counts == "jobs: 4 in all: 2 queued, 0 running, 0 waiting_approval, 1 succeeded, 1 failed"
+    )
     assert lines[0].split() == ["job", "state", "tries", "run", "status", "tool", "calls", "reply"]
     rows = {line.split()[0]: line for line in lines[2:]}
     assert list(rows) == [*reversed(queued), bad, ok]  # newest first
@@ -558,3 +562,76 @@ async def test_a_job_out_of_attempts_cancels_the_run_it_left_holding_its_thread(
     assert after.status in {"cancelling", "cancelled"}
     assert f"run {run.id} cancelled" in history
     assert not t.calls
+
+
+@pytest.mark.parametrize("mode", ["warn", "error"])
+async def test_a_job_whose_assistant_offers_unregistered_tools_is_named_before_its_run(
+    emu: Emulator, db: Path, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14 item 1, in the worker: ``tools.check_tools`` names the assistant's tools that no
+    module registered before the run starts (``error`` fails the job instead of a "success"
+    whose every call was an ``unknown_tool`` output)."""
+    cfg, t = lab.settings(db, emu.base_url), lab.Lab()
+    cfg = msgspec.structs.replace(cfg, tools=msgspec.structs.replace(cfg.tools, check_tools=mode))
+    async with lab.client(cfg) as c, SqliteStore(db) as st:
+        tool = models.ToolDefinition(
+            type="function", function=models.FunctionDefinition(name="not_registered")
+        )
+        asst = (await c.create_assistant(model="gpt-4o-mini", tools=[tool])).id
+        job_id = await st.enqueue(lab.job(asst, json.dumps([{"message": "hi"}])))
+        with caplog.at_level(logging.WARNING, logger="orchestrator"):
+            await run_until_idle(worker.Worker(cfg, st, c, t.registry))
+        job = await st.get(job_id)
+    assert job is not None
+    assert "not_registered" in caplog.text
+    if mode == "warn":
+        assert job.state is JobState.SUCCEEDED
+    else:
+        assert job.state is JobState.FAILED
+        assert job.result is not None
+        assert job.run_id is None  # refused before any run was created
+        assert "not_registered" in (job.result.last_error or "")
+
+
+class StealingStore(SqliteStore):
+    """A store in which another worker takes the job over while its run is being created."""
+
+    def __init__(self, path: Path, thief_records: str | None) -> None:
+        super().__init__(path)
+        self.thief_records = thief_records
+
+    async def record_run(self, job_id: str, epoch: int, run_id: str) -> None:
+        thief = await self.claim("thief", lease_seconds=3600, now=time.time() + 3600)
+        assert thief is not None
+        if self.thief_records is not None:
+            await super().record_run(job_id, thief.epoch, self.thief_records)
+        await super().record_run(job_id, epoch, run_id)  # stale: LeaseLost
+
+
+@pytest.mark.parametrize("thief_has_its_own_run", [False, True])
+async def test_a_run_created_under_a_lost_claim_is_cancelled_unless_the_new_owner_takes_it(
+    emu: Emulator, db: Path, thief_has_its_own_run: bool
+) -> None:
+    cfg, t = lab.settings(db, emu.base_url), lab.Lab()
+    st = StealingStore(db, "run_of_the_new_owner" if thief_has_its_own_run else None)
+    async with lab.client(cfg) as c, st:
+        job_id = await st.enqueue(lab.job(await assistant(c), lab.script([False])))
+        w = worker.Worker(cfg, st, c, t.registry)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(w.run)
+                while (job := await st.get(job_id)) is None or job.lease_owner != "thief":  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+                while job_id in w._in_flight:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+                w.stop()
+        job = await st.get(job_id)
+        assert job is not None
+        assert job.thread_id is not None
+        runs = (await c.list_runs(job.thread_id)).data
+    assert len(runs) == 1
+    assert not t.calls  # no tool started under the lost claim
+    if thief_has_its_own_run:
+        assert runs[0].status in {"cancelling", "cancelled"}  # ours is an orphan: cancelled
+    else:
+        assert not runs[0].is_terminal  # the new owner finds it by the job's id, drives it

@@ -32,9 +32,10 @@ import anyio
 import pytest
 from worker_tools import harness
 
-from orchestrator import client as client_mod
-from orchestrator import config, models
+from orchestrator import config
 from orchestrator.emulator import Emulator
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 from orchestrator.store import JobState, SqliteStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

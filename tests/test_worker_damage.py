@@ -11,8 +11,9 @@ import anyio
 import pytest
 from worker_tools import lab
 
-from orchestrator import models, tools, worker
+from orchestrator import tools, worker
 from orchestrator.emulator import Emulator
+from orchestrator.protocols.assistants import models
 from orchestrator.store import CreateJob, JobState, MemoryStore, SqliteStore
 
 pytestmark = pytest.mark.anyio

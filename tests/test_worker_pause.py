@@ -22,9 +22,9 @@ import pytest
 from test_worker_crash import Record, check_outcome, enqueue_wave
 from worker_tools import harness
 
-from orchestrator import client as client_mod
 from orchestrator import config
 from orchestrator.emulator import Emulator
+from orchestrator.protocols.assistants import client as client_mod
 from orchestrator.store import JobState, SqliteStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

@@ -1,7 +1,8 @@
 """Routes and handlers: parse the request, call the engine, encode the answer.
 
-Every route exists twice: OpenAI's form under ``/v1`` and Azure's under ``/openai`` (which also
-needs ``api-version``). ``/_emulator/stats`` and ``/_emulator/reset`` sit outside both.
+Every route exists three times: OpenAI's form under ``/v1``, Azure's under ``/openai`` (which
+also needs ``api-version``) and Foundry's under ``/api/projects/{project}`` (``foundry``).
+``/_emulator/stats`` and ``/_emulator/reset`` sit outside them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
-from orchestrator import models
-from orchestrator.emulator import bodies, core, gate, lifecycle, replies, sse, state
+from orchestrator.emulator import bodies, core, gate, lifecycle, replies, responses_app, sse, state
+from orchestrator.protocols.assistants import models
 
 __all__ = ["build_app"]
 
@@ -236,6 +237,7 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
 
 async def post_reset(request: web.Request) -> web.StreamResponse:
     _engine(request).reset()
+    request.app[responses_app.RESPONSES].reset()
     return replies.json_response({"ok": True})
 
 
@@ -271,6 +273,10 @@ def build_app(engine: core.Engine) -> web.Application:
     for prefix in ("/v1", "/openai"):
         for method, path, handler in ROUTES:
             app.router.add_route(method, prefix + path, handler)
+    responses_app.install(app, ("/v1", "/openai"))
+    from orchestrator.emulator import foundry
+
+    foundry.install(app, ROUTES)
     app.router.add_get(gate.INTERNAL_PREFIX + "stats", get_stats)
     app.router.add_post(gate.INTERNAL_PREFIX + "reset", post_reset)
     app.on_response_prepare.append(gate.on_prepare)

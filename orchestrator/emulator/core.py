@@ -10,8 +10,9 @@ from typing import Any, Final, TypeVar
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from orchestrator import errors, models
+from orchestrator import errors
 from orchestrator.emulator import faults, lifecycle, replies, script, settings, state, stats
+from orchestrator.protocols.assistants import models
 
 __all__ = ["CreateRunBody", "CreateThreadAndRunBody", "Engine", "ModifyRunBody", "SubmitBody"]
 

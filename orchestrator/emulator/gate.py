@@ -1,9 +1,9 @@
 """What every API request goes through before and after its handler.
 
-Order: authentication, Azure's ``api-version``, the rate-limit window, then a seeded fault draw
-(per-run faults for requests addressing a run that has them). Errors become the API's JSON
-error bodies; every response gets ``x-request-id`` and ``x-ratelimit-*`` headers; each request
-is counted by route template and status.
+Order: authentication (Foundry's: ``foundry_auth``), Azure's ``api-version``, the rate-limit
+window, then a seeded fault draw (per-run faults for requests addressing a run that has them).
+Errors become the API's JSON error bodies; every response gets ``x-request-id`` and
+``x-ratelimit-*`` headers; each request is counted by route template and status.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
-from orchestrator.emulator import bodies, core, faults, replies, settings
+from orchestrator.emulator import bodies, core, faults, foundry_auth, replies, settings
 
 __all__ = ["AFTER_FAULT", "ENGINE", "INTERNAL_PREFIX", "middleware", "on_prepare"]
 
@@ -115,7 +115,9 @@ def _route_name(request: web.Request) -> str:
 async def _serve(engine: core.Engine, request: web.Request, handler: Handler) -> web.StreamResponse:
     s = engine.settings
     azure = request.path.startswith(AZURE_PREFIX)
-    if s.require_api_key is not None:
+    if request.path.startswith(foundry_auth.PREFIX):
+        foundry_auth.check(request, s)
+    elif s.require_api_key is not None:
         _authorize(request, s.require_api_key.get(), azure=azure)
     if azure and "api-version" not in request.query:
         raise replies.ApiError(

@@ -13,8 +13,8 @@ from typing import Any, Final
 
 import msgspec
 
-from orchestrator import models
 from orchestrator.emulator import script, settings, state, wire
+from orchestrator.protocols.assistants import models
 
 __all__ = [
     "ENDS_STREAM",
@@ -116,6 +116,10 @@ def _outcome(rs: state.RunState, t: float) -> None:
         rs.run.last_error = models.LastError(code=code, message=message)
         rs.run.failed_at = int(t)
         _finish(rs, t, FAILED)
+    elif rnd.kind in ("approval", "server_tools"):
+        from orchestrator.emulator import foundry_rounds
+
+        foundry_rounds.outcome(rs, t, rnd)
     elif rnd.kind == "incomplete":
         rs.run.incomplete_details = models.IncompleteDetails(reason=rnd.text)
         _finish(rs, t, INCOMPLETE)

@@ -9,7 +9,7 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
-from orchestrator import models
+from orchestrator.protocols.assistants import models
 
 __all__ = [
     "ApiError",

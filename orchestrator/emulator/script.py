@@ -12,7 +12,10 @@ function's schema, then answers with a message quoting the outputs. The metadata
 Other rounds: ``{"fail": "server_error"}``, ``{"incomplete": "max_completion_tokens"}``,
 ``{"stall": true}`` (never advances, so the run reaches ``expires_at``) and ``{"think_ms": N}``
 alone (adds N ms of thinking to the next round). A script that runs out after tool outputs
-ends with the default message.
+ends with the default message. Foundry's (``foundry_rounds``): ``{"mcp_calls": [{"server_label":
+"github", "name": "search", "arguments": {...}}]}`` asks for approval (``submit_tool_approval``),
+``{"server_tools": [{"type": "bing_grounding"}, {"type": "mcp_list_tools", "server_label":
+"github"}]}`` adds steps the service ran by itself and goes on.
 """
 
 from __future__ import annotations
@@ -22,15 +25,19 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from orchestrator import models
 from orchestrator.emulator import schema
+from orchestrator.protocols.assistants import models
 
 __all__ = ["Round", "ScriptError", "default_script", "parse_script", "render_message"]
 
 SCRIPT_KEY: Final = "emulator_script"
 FAULTS_KEY: Final = "emulator_faults"
 
-RoundKind = Literal["tool_calls", "message", "fail", "incomplete", "stall"]
+RoundKind = Literal[
+    "tool_calls", "message", "fail", "incomplete", "stall", "approval", "server_tools"
+]
+#: Rounds after which the closing message still has to come.
+_LEADS_ON: Final = frozenset({"tool_calls", "approval", "server_tools"})
 
 FAIL_MESSAGES: Final = {
     "server_error": "Sorry, something went wrong.",
@@ -48,7 +55,7 @@ class ScriptError(ValueError):
 class Round:
     """One turn of the scripted assistant."""
 
-    __slots__ = ("calls", "kind", "text", "think")
+    __slots__ = ("calls", "kind", "labels", "text", "think")
 
     def __init__(
         self,
@@ -57,10 +64,13 @@ class Round:
         calls: tuple[tuple[str, str], ...] = (),
         text: str | None = None,
         think: float | None = None,
+        labels: tuple[str, ...] = (),
     ) -> None:
         self.kind: RoundKind = kind
-        #: (function name, arguments JSON text) of each call.
+        #: (function name, arguments JSON text) of each call; for ``server_tools``, (type, "").
         self.calls = calls
+        #: MCP server label of each call (``approval`` and ``server_tools`` rounds).
+        self.labels = labels
         #: Message template, failure code or incomplete reason.
         self.text = text
         #: Seconds in progress; None: the emulator's ``think_delay``.
@@ -77,8 +87,22 @@ class _Call(msgspec.Struct, forbid_unknown_fields=True):
     arguments_raw: str | None = None
 
 
+class _McpCall(msgspec.Struct, forbid_unknown_fields=True):
+    server_label: str
+    name: str
+    arguments: Any = msgspec.UNSET
+    arguments_raw: str | None = None
+
+
+class _ServerTool(msgspec.Struct, forbid_unknown_fields=True):
+    type: str
+    server_label: str | None = None
+
+
 class _Round(msgspec.Struct, forbid_unknown_fields=True):
     tool_calls: list[_Call] | None = None
+    mcp_calls: list[_McpCall] | None = None
+    server_tools: list[_ServerTool] | None = None
     message: str | None = None
     fail: str | None = None
     incomplete: str | None = None
@@ -120,7 +144,7 @@ def parse_script(text: str) -> tuple[Round, ...]:
         rounds.append(outcomes[0])
     if not rounds:
         raise ScriptError(f"{SCRIPT_KEY}: needs at least one round with an outcome")
-    return (*rounds, FINAL) if rounds[-1].kind == "tool_calls" else tuple(rounds)
+    return (*rounds, FINAL) if rounds[-1].kind in _LEADS_ON else tuple(rounds)
 
 
 def _outcomes(r: _Round, think: float | None, i: int) -> list[Round]:
@@ -130,6 +154,14 @@ def _outcomes(r: _Round, think: float | None, i: int) -> list[Round]:
             raise ScriptError(f"{SCRIPT_KEY}[{i}]: tool_calls is empty")
         calls = tuple((c.name, _arguments(c)) for c in r.tool_calls)
         found.append(Round("tool_calls", calls=calls, think=think))
+    if r.mcp_calls:
+        calls = tuple((c.name, _arguments(c)) for c in r.mcp_calls)
+        labels = tuple(c.server_label for c in r.mcp_calls)
+        found.append(Round("approval", calls=calls, labels=labels, think=think))
+    if r.server_tools:
+        calls = tuple((t.type, "") for t in r.server_tools)
+        labels = tuple(t.server_label or "" for t in r.server_tools)
+        found.append(Round("server_tools", calls=calls, labels=labels, think=think))
     if r.message is not None:
         found.append(Round("message", text=r.message, think=think))
     if r.fail is not None:
@@ -141,7 +173,7 @@ def _outcomes(r: _Round, think: float | None, i: int) -> list[Round]:
     return found
 
 
-def _arguments(call: _Call) -> str:
+def _arguments(call: _Call | _McpCall) -> str:
     if call.arguments_raw is not None:
         return call.arguments_raw
     if call.arguments is msgspec.UNSET:

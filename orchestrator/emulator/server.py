@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 from aiohttp import web
 
-from orchestrator.emulator import app, core, faults, stats
+from orchestrator.emulator import app, core, faults, responses_app, responses_engine, stats
 from orchestrator.emulator import settings as knobs
 
 __all__ = ["Emulator", "serve"]
@@ -73,9 +73,17 @@ class Emulator:
         """Requests by route and status, runs by status, faults (as ``GET /_emulator/stats``)."""
         return self._engine.stats()
 
+    def responses_stats(self) -> responses_engine.ResponsesStats:
+        """Responses by status and tool outputs received (as ``GET /_emulator/responses``)."""
+        if self._runner is None:
+            return responses_engine.ResponsesStats()
+        return self._runner.app[responses_app.RESPONSES].stats()
+
     def reset(self) -> None:
         """Forget every object and count (as ``POST /_emulator/reset``)."""
         self._engine.reset()
+        if self._runner is not None:
+            self._runner.app[responses_app.RESPONSES].reset()
 
     async def __aenter__(self) -> Emulator:
         # Open streams would hold a graceful shutdown for its whole timeout (60 s by default).
@@ -97,6 +105,8 @@ class Emulator:
         shown = f"[{host}]" if ":" in host else host
         self.azure_endpoint = f"http://{shown}:{self.port}"
         self.base_url = self.azure_endpoint + "/v1"
+        #: A Foundry project endpoint (``api.flavor: foundry``).
+        self.foundry_endpoint = self.azure_endpoint + "/api/projects/emulator"
         return self
 
     async def __aexit__(
@@ -115,9 +125,10 @@ async def serve(settings: knobs.EmulatorSettings, host: str, port: int) -> None:
     """Serve until cancelled; the first log line gives the base URL."""
     async with Emulator(settings, host=host, port=port) as emu:
         logger.info(
-            "emulator listening on %s (Azure endpoint %s)",
+            "emulator listening on %s (Azure endpoint %s, Foundry project endpoint %s)",
             emu.base_url,
             emu.azure_endpoint,
+            emu.foundry_endpoint,
             extra={"base_url": emu.base_url},
         )
         await anyio.sleep_forever()

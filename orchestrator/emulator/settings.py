@@ -138,6 +138,13 @@ class EmulatorSettings(FaultSettings, frozen=True, kw_only=True, forbid_unknown_
         Meta(description="requests per second before 429s (unset: no limit)"),
     ] = None
     model: Annotated[str, Meta(description="model reported when none is given")] = "gpt-4o"
+    foundry_token_ttl: Annotated[
+        Annotated[float, Meta(gt=0.0)] | None,
+        Meta(
+            description="Foundry mode: lifetime of tokens from POST /_emulator/token, s "
+            "(unset: any bearer token)"
+        ),
+    ] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -150,6 +157,8 @@ class EmulatorSettings(FaultSettings, frozen=True, kw_only=True, forbid_unknown_
             )
         if self.run_ttl <= 0 or (self.rate_limit_rps is not None and self.rate_limit_rps <= 0):
             raise errors.ConfigError("run_ttl and rate_limit_rps must be > 0")
+        if self.foundry_token_ttl is not None and not self.foundry_token_ttl > 0:
+            raise errors.ConfigError("foundry_token_ttl: must be > 0")
         key: object = self.require_api_key
         if isinstance(key, str):  # tolerate a plain string from callers; store it masked
             msgspec.structs.force_setattr(self, "require_api_key", config.Secret(key))

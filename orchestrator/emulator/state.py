@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from orchestrator import models
 from orchestrator.emulator import script, settings
+from orchestrator.protocols.assistants import models
 
 __all__ = ["PageError", "RunState", "Store", "ThreadState", "new_id", "page"]
 

@@ -1,7 +1,8 @@
 """Stream delta payloads as the emulator sends them.
 
-``orchestrator.streaming`` has lenient structs for reading deltas, but they omit ``index: 0`` when
-encoding (``omit_defaults``), and the SDK needs it; these carry ``index`` always.
+``orchestrator.protocols.assistants.streaming`` has lenient structs for reading deltas, but
+they omit ``index: 0`` when encoding (``omit_defaults``), and the SDK needs it; these carry
+``index`` always.
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ from typing import Final, Protocol, Self
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from orchestrator import errors, models
+from orchestrator import errors
+from orchestrator.protocols.assistants import models
 
 __all__ = [
     "SPEC_VERSION",
@@ -66,6 +67,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobStore",
+    "ResponseJob",
     "RunOverrides",
     "decode_spec",
     "encode_spec",
@@ -149,7 +151,41 @@ class AdoptJob(_Spec, frozen=True, kw_only=True, omit_defaults=True, tag="adopt"
         _require_id(self.run_id, "run_id")
 
 
-JobSpec = CreateJob | AdoptJob
+class ResponseJob(_Spec, frozen=True, kw_only=True, omit_defaults=True, tag="response"):
+    """Create a background response (Responses API) and drive it through its tool rounds.
+
+    The worker records each response of the chain as the job's ``run_id`` the moment it exists
+    and tags each with the job id (``<job id>:<parent>``), so a resumed job continues from the
+    last response it recorded and finds any it created but did not record.
+    """
+
+    #: The model, or (with ``agent``) left out.
+    model: str | None = None
+    #: A Foundry agent's name, instead of a model.
+    agent: str | None = None
+    #: The user's input text.
+    input: str = ""
+    instructions: str | None = None
+    #: Continue this conversation (it carries the context instead of ``previous_response_id``).
+    conversation: str | None = None
+    max_output_tokens: int | None = None
+    metadata: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.model is None and self.agent is None:
+            raise errors.InvalidJob("a response job needs a model or an agent")
+        for name in ("model", "agent", "conversation"):
+            value = getattr(self, name)
+            if value is not None:
+                _require_id(value, name)
+
+    @property
+    def thread_id(self) -> None:
+        """No thread: a response chain does not lock one (jobs of it never wait on each other)."""
+        return None
+
+
+JobSpec = CreateJob | AdoptJob | ResponseJob
 
 
 class JobState(enum.StrEnum):
@@ -157,6 +193,9 @@ class JobState(enum.StrEnum):
 
     QUEUED = "queued"
     RUNNING = "running"
+    #: Parked until a human decides an MCP tool approval (``orchestrator approve``); never
+    #: claimed in this state. The run keeps waiting on the server until it expires.
+    WAITING_APPROVAL = "waiting_approval"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
@@ -240,7 +279,7 @@ def encode_spec(spec: JobSpec) -> bytes:
     Struct constructors do not check field types, so the spec goes through one encode/decode
     round trip: whatever would not load back later is refused now. Raises ``errors.InvalidJob``.
     """
-    if not isinstance(spec, CreateJob | AdoptJob):
+    if not isinstance(spec, CreateJob | AdoptJob | ResponseJob):
         raise errors.InvalidJob(f"not a job spec: {type(spec).__name__}")
     try:
         data = _spec_encoder.encode(_StoredSpec(SPEC_VERSION, spec))
@@ -331,6 +370,20 @@ def complete_message(state: JobState, result: JobResult) -> str:
     """History line for ``complete``."""
     error = f": {result.last_error}" if result.last_error else ""
     return f"{state}: run {result.status}{error}"
+
+
+def check_parked(job: Job | None, job_id: str) -> str:
+    """The run id of a job ``decide`` may answer; ``errors.InvalidJob`` otherwise."""
+    if job is None:
+        raise errors.InvalidJob(f"no job {job_id}")
+    if job.state != JobState.WAITING_APPROVAL or job.run_id is None:
+        raise errors.InvalidJob(f"job {job_id} is {job.state}, not waiting for an approval")
+    return job.run_id
+
+
+def decided_message(tool_call_id: str, output: str) -> str:
+    """History line for ``decide``."""
+    return f"decision on {tool_call_id} stored ({output}); queued again"
 
 
 def check_final(state: JobState) -> None:
@@ -474,4 +527,15 @@ class JobStore(Protocol):
 
     async def calls(self, run_id: str) -> dict[str, CallRecord]:
         """The ledger of a run by tool call id: begun, saved and submitted calls."""
+        ...
+
+    async def park(self, job_id: str, epoch: int, message: str) -> None:
+        """Leave a running job WAITING_APPROVAL (fenced): lease cleared, the attempt not
+        counted, ``message`` (which calls wait) in its history."""
+        ...
+
+    async def decide(self, job_id: str, tool_call_id: str, output: str) -> None:
+        """A human's decision on a parked job's call: stored in the ledger like a tool output
+        (for the job's run, at its epoch) and the job QUEUED again, atomically. Raises
+        ``errors.InvalidJob`` unless the job is WAITING_APPROVAL with a run."""
         ...

@@ -322,16 +322,32 @@ class MemoryStore:
         await self._enter()
         return {call: record for call, (_, record) in self._ledger.get(run_id, {}).items()}
 
+    async def park(self, job_id: str, epoch: int, message: str) -> None:
+        await self._enter()
+        job = self._fence(job_id, epoch, "park")
+        self._put(
+            _replace(
+                job,
+                state=base.JobState.WAITING_APPROVAL,
+                attempts=max(job.attempts - 1, 0),
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=time.time(),
+            )
+        )
+        self._log(job_id, epoch, message)
 
-def _live(job: base.Job | None, epoch: int, now: float) -> bool:
-    """``epoch`` is the job's current claim, with a lease unexpired at ``now``."""
-    return (
-        job is not None
-        and job.state is base.JobState.RUNNING
-        and job.epoch == epoch
-        and job.lease_expires_at is not None
-        and job.lease_expires_at > now
-    )
+    async def decide(self, job_id: str, tool_call_id: str, output: str) -> None:
+        await self._enter()
+        job = self._jobs.get(job_id)
+        run_id = base.check_parked(job, job_id)
+        assert job is not None
+        calls = self._ledger.setdefault(run_id, {})
+        _, record = calls.get(tool_call_id, (0, base.CallRecord(tool_call_id=tool_call_id)))
+        if record.output is None:  # a decision already stored stays
+            calls[tool_call_id] = (job.epoch, _replace(record, output=output))
+        self._put(_replace(job, state=base.JobState.QUEUED, updated_at=time.time()))
+        self._log(job_id, job.epoch, base.decided_message(tool_call_id, output))
 
 
 def _end(job: base.Job, state: base.JobState, result: base.JobResult, now: float) -> base.Job:
@@ -343,4 +359,15 @@ def _end(job: base.Job, state: base.JobState, result: base.JobResult, now: float
         lease_owner=None,
         lease_expires_at=None,
         updated_at=now,
+    )
+
+
+def _live(job: base.Job | None, epoch: int, now: float) -> bool:
+    """``epoch`` is the job's current claim, with a lease unexpired at ``now``."""
+    return (
+        job is not None
+        and job.state is base.JobState.RUNNING
+        and job.epoch == epoch
+        and job.lease_expires_at is not None
+        and job.lease_expires_at > now
     )

@@ -49,12 +49,7 @@ def load(row: Sequence[Any]) -> base.Job | str:
         if fields["result"] is not None:
             fields["result"] = msgspec.json.decode(bytes(fields["result"]))
         return msgspec.convert(fields, base.Job)
-    except (
-        msgspec.DecodeError,
-        msgspec.ValidationError,
-        RecursionError,
-        UnicodeDecodeError,
-    ) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeError, TypeError, ValueError) as exc:
         return f"unreadable row: {str(exc)[:300]}"
 
 

@@ -39,7 +39,8 @@ MIGRATIONS: Final[tuple[LiteralString, ...]] = (
         id text PRIMARY KEY,
         procrastinate_id bigint UNIQUE REFERENCES procrastinate_jobs (id) ON DELETE SET NULL,
         spec bytea NOT NULL,                    -- base.encode_spec: versioned msgspec JSON
-        state text NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
+        state text NOT NULL
+            CHECK (state IN ('queued', 'running', 'waiting_approval', 'succeeded', 'failed')),
         attempts integer NOT NULL,
         thread_id text,
         run_id text,

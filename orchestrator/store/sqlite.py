@@ -516,6 +516,37 @@ class SqliteStore:
 
         return await self._run(op)
 
+    async def park(self, job_id: str, epoch: int, message: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with schema.transaction(conn):
+                job = self._fence(conn, job_id, epoch, "park")
+                schema.update(
+                    conn,
+                    job_id,
+                    state=base.JobState.WAITING_APPROVAL.value,
+                    attempts=max(job.attempts - 1, 0),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+                schema.log(conn, job_id, epoch, message, time.time())
+
+        await self._run(op)
+
+    async def decide(self, job_id: str, tool_call_id: str, output: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with schema.transaction(conn):
+                job = self._select(conn, job_id)
+                run_id = base.check_parked(job, job_id)
+                assert job is not None
+                now = time.time()
+                args = (run_id, tool_call_id, job_id, job.epoch, output, now)
+                conn.execute(schema.UPSERT_OUTPUT, args)
+                schema.update(conn, job_id, state=base.JobState.QUEUED.value)
+                message = base.decided_message(tool_call_id, output)
+                schema.log(conn, job_id, job.epoch, message, now)
+
+        await self._run(op)
+
 
 _STATES: Final = frozenset(s.value for s in base.JobState)
 _EPOCH: Final = schema.NAMES.index("epoch")

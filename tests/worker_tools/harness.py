@@ -20,8 +20,9 @@ import anyio
 import anyio.abc
 import yaml
 
-from orchestrator import client as client_mod
-from orchestrator import models, worker
+from orchestrator import worker
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 from orchestrator.store import base as store_base
 
 TESTS_DIR = Path(__file__).resolve().parent.parent

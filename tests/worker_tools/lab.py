@@ -11,8 +11,9 @@ from typing import Any
 import anyio
 import msgspec
 
-from orchestrator import client as client_mod
-from orchestrator import config, metrics, models, tools, worker
+from orchestrator import config, metrics, tools, worker
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 from orchestrator.store import base as store_base
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from orchestrator import schema_rewrite
+from orchestrator.tools import schema_rewrite
 
 __all__ = ["dec_hook", "enc_hook", "model_class", "schema_hook"]
 

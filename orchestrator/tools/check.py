@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 from msgspec import UNSET, UnsetType
 
-from orchestrator import client as client_mod
-from orchestrator import errors, models, tools
+from orchestrator import errors, tools
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 
 __all__ = ["ToolCheck"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
-from orchestrator import models
+from orchestrator.protocols.assistants import models
 
 __all__ = [
     "CodeInterpreterDelta",

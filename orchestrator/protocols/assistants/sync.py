@@ -11,8 +11,9 @@ from collections.abc import Mapping
 import msgspec
 from msgspec import UNSET
 
-from orchestrator import client as client_mod
-from orchestrator import models, tools
+from orchestrator import tools
+from orchestrator.protocols.assistants import client as client_mod
+from orchestrator.protocols.assistants import models
 
 __all__ = ["SyncResult", "sync_assistant"]
 

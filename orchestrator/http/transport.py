@@ -10,13 +10,15 @@ import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, Literal, Protocol, TypeVar
 
 import aiohttp
 import anyio
 import msgspec
 
-from orchestrator import config, errors, models, ratelimit, retrying
+from orchestrator import config, errors
+from orchestrator.http import credentials, ratelimit, retrying
+from orchestrator.protocols.assistants import models
 
 __all__ = [
     "OPENAI_BASE_URL",
@@ -170,21 +172,32 @@ class Transport:
         api: config.ApiConfig,
         retry: config.RetryConfig,
         *,
-        api_key: config.Secret | None,
+        credential: credentials.TokenProvider | None = None,
+        api_key: config.Secret | None = None,
         limiter: ratelimit.RateLimiter | None,
         observer: RequestObserver | None,
     ) -> None:
-        if api.flavor == "azure":
+        """``credential`` authenticates every request; ``api_key`` is short for a
+        ``credentials.StaticKey`` (the ``api-key`` header on Azure OpenAI, else ``Bearer``)."""
+        if credential is None and api_key:
+            header: Literal["bearer", "api-key"] = "api-key" if api.flavor == "azure" else "bearer"
+            credential = credentials.StaticKey(api_key, header=header)
+        if api.flavor in ("azure", "foundry"):
             if not api.base_url:
-                raise errors.ConfigError("api.base_url: required when api.flavor is 'azure'")
-            self.base_url = api.base_url.rstrip("/") + "/openai"
+                raise errors.ConfigError(
+                    f"api.base_url: required when api.flavor is {api.flavor!r}"
+                )
+            suffix = "/openai" if api.flavor == "azure" else ""
+            self.base_url = api.base_url.rstrip("/") + suffix
             self._query: tuple[tuple[str, str], ...] = (("api-version", api.api_version or ""),)
         else:
             self.base_url = (api.base_url or OPENAI_BASE_URL).rstrip("/")
             self._query = ()
         self.flavor = api.flavor
-        self._key = api_key
-        headers = {"OpenAI-Beta": "assistants=v2", "Accept": "application/json"}
+        self._credential = credential
+        headers = {"Accept": "application/json"}
+        if api.flavor != "foundry":
+            headers["OpenAI-Beta"] = "assistants=v2"
         if api.flavor == "openai":
             if api.organization:
                 headers["OpenAI-Organization"] = api.organization
@@ -210,13 +223,12 @@ class Transport:
     def __repr__(self) -> str:
         return f"Transport(base_url={self.base_url!r}, flavor={self.flavor!r})"
 
-    def _request_headers(self, *, body: bool, stream: bool) -> dict[str, str]:
+    def _request_headers(
+        self, token: credentials.AccessToken | None, *, body: bool, stream: bool
+    ) -> dict[str, str]:
         headers = dict(self._headers)
-        if self._key is not None:
-            if self.flavor == "azure":
-                headers["api-key"] = self._key.get()
-            else:
-                headers["Authorization"] = f"Bearer {self._key.get()}"
+        if token is not None:
+            headers.update(token.headers())
         if body:
             headers["Content-Type"] = "application/json"
         if stream:
@@ -267,25 +279,21 @@ class Transport:
         """One attempt: the 2xx response (body read unless streaming) or a raised error."""
         if self.session is None:
             raise RuntimeError("AssistantsClient is not open: use `async with AssistantsClient()`")
-        if self._limiter is not None:
-            await self._limiter.acquire()
         started = time.perf_counter()
-        try:
-            resp = await self.session.request(
-                method,
-                self.base_url + path,
-                params=[*self._query, *query],
-                data=body,
-                headers=self._request_headers(body=body is not None, stream=stream),
-                timeout=self._stream_timeout if stream else self._timeout,
-                allow_redirects=False,  # a redirect must not carry the key elsewhere
-            )
-        except _TRANSIENT as exc:
-            self._finished(endpoint, None, started)
-            raise _retryable(endpoint, exc) from None
-        except aiohttp.ClientError as exc:
-            self._finished(endpoint, None, started)
-            raise connection_error(endpoint, exc) from exc
+        token = await self._credential.get_token() if self._credential is not None else None
+        resp = await self._send(
+            endpoint, method, path, query=query, body=body, token=token, stream=stream
+        )
+        if resp.status == 401 and self._credential is not None:
+            # Expired or revoked under us: one retry with a new token (one refresh for all
+            # the requests refused together); a 401 refuses the request, so resending is safe.
+            fresh = await self._credential.get_token(refused=token)
+            if fresh is not token:
+                resp.release()
+                log.info("%s: 401; retrying with a refreshed token", endpoint)
+                resp = await self._send(
+                    endpoint, method, path, query=query, body=body, token=fresh, stream=stream
+                )
         if 200 <= resp.status < 300 and stream:
             self._finished(endpoint, resp.status, started)
             return resp, b""
@@ -301,6 +309,39 @@ class Transport:
             return resp, payload
         error = api_error(resp.status, resp.headers, payload)
         raise self._policy.judge(error, resp.headers)
+
+    async def _send(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        *,
+        query: Query,
+        body: bytes | None,
+        token: credentials.AccessToken | None,
+        stream: bool,
+    ) -> aiohttp.ClientResponse:
+        """One HTTP exchange up to the response headers."""
+        assert self.session is not None
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        started = time.perf_counter()
+        try:
+            return await self.session.request(
+                method,
+                self.base_url + path,
+                params=[*self._query, *query],
+                data=body,
+                headers=self._request_headers(token, body=body is not None, stream=stream),
+                timeout=self._stream_timeout if stream else self._timeout,
+                allow_redirects=False,  # a redirect must not carry the key elsewhere
+            )
+        except _TRANSIENT as exc:
+            self._finished(endpoint, None, started)
+            raise _retryable(endpoint, exc) from None
+        except aiohttp.ClientError as exc:
+            self._finished(endpoint, None, started)
+            raise connection_error(endpoint, exc) from exc
 
     async def request(
         self,
@@ -349,15 +390,18 @@ class Transport:
         self,
         endpoint: str,
         path: str,
-        body: bytes,
+        body: bytes | None,
         *,
         retry: bool = True,
+        method: str = "POST",
+        query: Query = (),
     ) -> aiohttp.ClientResponse:
-        """POST with retries until a 2xx answer arrives; its body is left for the caller to
-        read (and release). ``retry=False``: one attempt, as for ``request``."""
+        """Send with retries until a 2xx answer arrives; its body is left for the caller to
+        read (and release). ``retry=False``: one attempt, as for ``request``. ``method="GET"``
+        with ``query`` re-opens a stream (Responses' ``starting_after``)."""
 
         async def attempt(n: int) -> tuple[aiohttp.ClientResponse, bytes]:
-            return await self._attempt(endpoint, "POST", path, (), body, stream=True)
+            return await self._attempt(endpoint, method, path, query, body, stream=True)
 
         if not retry:
             resp, _ = await attempt(1)

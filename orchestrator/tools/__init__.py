@@ -2,7 +2,7 @@
 
 The name, description and parameter schema come from the function: its ``__name__``, its
 docstring (Google, NumPy or Sphinx style; the summary and free text describe the tool, parameter
-docs describe the properties) and its type hints (see ``orchestrator.schema``). Registration
+docs describe the properties) and its type hints (see ``orchestrator.tools.schema``). Registration
 fails at decoration time, naming function and parameter, for anything the model could not call.
 
 Extra argument keys the model invents are ignored for ordinary tools and rejected as invalid
@@ -32,7 +32,9 @@ from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar, overload
 import anyio
 import msgspec
 
-from orchestrator import docstrings, errors, models, pydantic_types, schema
+from orchestrator import errors
+from orchestrator.protocols.assistants import models
+from orchestrator.tools import docstrings, pydantic_types, schema
 
 __all__ = [
     "NAME_PATTERN",

@@ -29,9 +29,12 @@ from typing import Any, Final
 import anyio
 import msgspec
 
-from orchestrator import config, errors, models, scrub, tool_threads, tools
+from orchestrator import config, errors, scrub, tools
+from orchestrator.protocols import base
+from orchestrator.protocols.assistants import models
+from orchestrator.tools import threads as tool_threads
 
-__all__ = ["ToolError", "ToolResult", "dispatch", "error_output"]
+__all__ = ["AnyToolCall", "ToolError", "ToolResult", "dispatch", "error_output"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,10 @@ MAX_ERROR_MESSAGE: Final = 2_000
 MAX_TRACEBACK: Final = 8_000
 #: Tool names listed in an ``unknown_tool`` message.
 MAX_LISTED_TOOLS: Final = 30
+
+
+#: A tool call of either protocol: the Assistants one, or the protocol-neutral ``ToolCall``.
+AnyToolCall = models.RequiredToolCall | base.ToolCall
 
 
 class ToolError(msgspec.Struct, frozen=True):
@@ -88,7 +95,7 @@ def error_output(error: ToolError, traceback_text: str | None = None) -> str:
 
 
 async def dispatch(
-    calls: Sequence[models.RequiredToolCall],
+    calls: Sequence[AnyToolCall],
     registry: tools.ToolRegistry,
     settings: config.ToolsConfig,
     *,
@@ -128,7 +135,7 @@ async def dispatch(
     )
     results: list[ToolResult | None] = [None] * len(calls)
 
-    async def run(index: int, call: models.RequiredToolCall) -> None:
+    async def run(index: int, call: AnyToolCall) -> None:
         result = await job.call(call)
         results[index] = result
         if on_result is not None:
@@ -235,26 +242,27 @@ class _Job:
             tool_call_id=call_id, name=name, output=output, error=error, duration=duration
         )
 
-    async def call(self, call: models.RequiredToolCall) -> ToolResult:
+    async def call(self, call: AnyToolCall) -> ToolResult:
         """One call, from its JSON arguments to its output; never raises but cancellation."""
-        function = call.function
-        if call.type != "function" or function is None:
-            return self._result(
-                call.id,
-                "" if function is None else function.name,
-                "",
-                ToolError("unsupported_call_type", f"cannot answer a {call.type!r} tool call"),
-            )
-        tool = self.registry.get(function.name)
+        if isinstance(call, models.RequiredToolCall):
+            function = call.function
+            if call.type == "function" and function is not None:
+                call = base.ToolCall(id=call.id, name=function.name, arguments=function.arguments)
+            else:
+                name = "" if function is None else function.name
+                return self._unsupported(call.id, name, call.type)
+        if call.type != "function":
+            return self._unsupported(call.id, call.name, call.type)
+        tool = self.registry.get(call.name)
         if tool is None:
             names = sorted(t.name for t in self.registry)
             listed = ", ".join(names[:MAX_LISTED_TOOLS]) + (
                 ", ..." if len(names) > MAX_LISTED_TOOLS else ""
             )
-            message = f"no tool named {function.name!r}; available tools: {listed or 'none'}"
-            return self._result(call.id, function.name, "", ToolError("unknown_tool", message))
+            message = f"no tool named {call.name!r}; available tools: {listed or 'none'}"
+            return self._result(call.id, call.name, "", ToolError("unknown_tool", message))
         try:
-            values = tool.decode_arguments(function.arguments)
+            values = tool.decode_arguments(call.arguments)
         except Exception as exc:
             return self._result(call.id, tool.name, "", _argument_error(exc), exc=exc)
         if self.cutoff is not None and self.cutoff <= time.time():
@@ -270,6 +278,12 @@ class _Job:
         if not await self._acquire(slot):
             return self._not_started(call_id, tool.name, "no free slot")
         release = functools.partial(self.limiter.release_on_behalf_of, slot)
+        if self.guard is not None:
+            try:
+                self.guard()  # no tool may start once the right to act is gone
+            except BaseException:
+                release()
+                raise
         run_sync = None
         if not tool.is_async:
             cap = self.settings.max_abandoned_threads
@@ -281,15 +295,13 @@ class _Job:
                 )
                 return self._result(call_id, tool.name, "", ToolError("unavailable", message))
             # from here the thread releases the slot when the body returns, however late
-            run_sync = functools.partial(tool_threads.run, release=release)
+            run_sync = functools.partial(_guarded_run, self.guard, release)
         try:
             now = time.time()
             if self.cutoff is not None:
                 budget = min(timeout, self.cutoff - now)
             if budget <= 0:  # the slot came too late to start at all
                 return self._not_started(call_id, tool.name, "no free slot")
-            if self.guard is not None:
-                self.guard()
             context = tools.ToolContext(
                 run_id=self.run_id,
                 thread_id=self.thread_id,
@@ -301,6 +313,8 @@ class _Job:
             with anyio.move_on_after(budget):
                 try:
                     value = await tool.invoke(values, context, run_sync=run_sync)
+                except errors.LeaseLost:
+                    raise  # the guard, checked again in the tool's thread: not the tool's error
                 except Exception as exc:
                     return self._exception(call_id, tool.name, exc)
                 except asyncio.CancelledError as exc:
@@ -342,6 +356,10 @@ class _Job:
             return True
         return False
 
+    def _unsupported(self, call_id: str, name: str, kind: str) -> ToolResult:
+        message = f"cannot answer a {kind!r} tool call"
+        return self._result(call_id, name, "", ToolError("unsupported_call_type", message))
+
     def _not_started(self, call_id: str, name: str, what: str) -> ToolResult:
         message = f"{what} was left before the run's deadline; the tool was not started"
         return self._result(call_id, name, "", ToolError("timeout", message))
@@ -379,3 +397,18 @@ def _cancelled_from_outside() -> bool:
         return True
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+async def _guarded_run(
+    guard: Callable[[], None] | None, release: Callable[[], None], body: Callable[[], Any]
+) -> Any:
+    """A sync body in its thread, the guard checked there first (as close to the body as it
+    gets: the thread may start late on a busy or paused process)."""
+    if guard is None:
+        return await tool_threads.run(body, release=release)
+
+    def checked() -> Any:
+        guard()
+        return body()
+
+    return await tool_threads.run(checked, release=release)

@@ -4,7 +4,7 @@ The Struct built from the parameters is the single source of truth: ``msgspec.js
 describes it for the model and ``msgspec.json.Decoder`` validates the model's arguments with it.
 The schema is then made self-contained (``$ref``s inlined; only recursive types keep ``$defs``)
 and, for ``strict`` tools, reshaped for OpenAI's Structured Outputs subset (see
-``orchestrator.schema_rewrite``).
+``orchestrator.tools.schema_rewrite``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Annotated, Any, Final, Literal, Union
 
 import msgspec
 
-from orchestrator import errors, pydantic_types, schema_rewrite
+from orchestrator import errors
+from orchestrator.tools import pydantic_types, schema_rewrite
 
 __all__ = ["Arguments", "build", "unwrap_partial"]
 
