@@ -75,6 +75,11 @@ class Result:
     emulator_cpu: float
     database_cpu: float | None
 
+    @property
+    def busy(self) -> float:
+        """Cores kept busy by the workers, the emulator and PostgreSQL together."""
+        return (self.worker_cpu + self.emulator_cpu + (self.database_cpu or 0.0)) / self.seconds
+
 
 def _config(path: Path, base_url: str, worker: dict[str, Any]) -> Path:
     raw = {
@@ -293,9 +298,13 @@ def measure(params: Params) -> Section:
         "Goal (worker CPU per job at most 2x the embedded Orchestrator's ~1.5 ms per run): not"
         " met by either store. More worker processes add idle claim polls (each free slot polls"
         " every `idle_poll_seconds`), which shows as CPU per job.",
-        f"1-minute load average at the end: {os.getloadavg()[0]:.1f} on"
-        f" {len(procs.cores())} cores. When the busy columns add up to well under the core count,"
-        " other tenants of the machine, not the database or the emulator, bounded jobs/s.",
+        "Cores kept busy by workers, emulator and PostgreSQL together (the enqueuing parent"
+        " comes on top): "
+        + ", ".join(f"{r.store} x{r.workers}: {r.busy:.2f}" for r in results)
+        + f" of {len(procs.cores())}; 1-minute load average at the end:"
+        f" {os.getloadavg()[0]:.1f}. Near the core count, the machine bounds jobs/s (every"
+        " process shares it): more workers then only add CPU per job (idle polls, contention);"
+        " well under it, other tenants of the machine did.",
     ]
     headers = [
         "setup",
