@@ -155,7 +155,7 @@ async def test_a_fault_mix_leaves_every_run_exactly_once(
     emu: Emulator, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR)
-    runs = 250
+    runs = 500
     out = await drive_many(emu, mode, runs, seed=1234 if mode == "poll" else 4321)
     results, seen = out["results"], out["seen"]
     faults = out["faults"]
