@@ -57,6 +57,7 @@ class Driver:
         ledger: Ledger | None = None,
         on_run: Callable[[models.Run], Awaitable[None]] | None = None,
         attempt: int = 1,
+        owns: Callable[[models.Run], bool] | None = None,
     ) -> RunResult:
         """Create a run on ``thread_id`` (following ``run.if_active``) and drive it to its end.
 
@@ -65,14 +66,17 @@ class Driver:
         times, all within one ``run.run_timeout``. ``on_run`` is awaited with each new run
         before anything else happens to it (the worker records the run id there). ``attempt``
         > 1 says this is a resumed job: tool calls without a stored output may have started
-        before, and their tools see it in ``ToolContext.attempt`` (to deduplicate).
+        before, and their tools see it in ``ToolContext.attempt`` (to deduplicate). ``owns``
+        recognises an active run made by another attempt of the same job (see ``RunLoop``).
         """
         policy = self.settings.run
         timeout = policy.run_timeout
         deadline = time.time() + timeout if timeout is not None else None
         retries = 0
         while True:
-            loop = RunLoop(self, emit=emit, ledger=ledger, attempt=attempt, deadline=deadline)
+            loop = RunLoop(
+                self, emit=emit, ledger=ledger, attempt=attempt, deadline=deadline, owns=owns
+            )
             result = await _unwrapped(loop.run(loop.open_create(thread_id, body, on_run)))
             code = result.run.last_error.code if result.run.last_error else None
             retry = (

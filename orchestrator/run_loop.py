@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 EXPIRY_GRACE: Final = 30.0
 #: Seconds a run lives when it shows no ``expires_at`` (the API's runs expire after ~10 min).
 RUN_LIFETIME: Final = 600.0
-_ACTIVE_RUN = re.compile(r"already has an active run (\S+?)\.?$")
+#: A create refused because another run holds the thread: "Thread t already has an active run
+#: r." (create), or "Can't add messages to t while a run r is active." (a create carrying
+#: ``additional_messages``); group 1 is that run's id.
+_ACTIVE_RUN = re.compile(r"(?:already has an active run|while a run) (\S+?)(?: is active)?\.?$")
+#: Pauses between the looks for a run whose create was cut off in flight (within cancel_timeout).
+_ABORT_LOOKUPS: Final = (0.0, 0.25, 0.75)
 #: Statuses of a run that moved on without taking a round's outputs.
 _NOT_TAKEN: Final = frozenset({"expired", "cancelled", "cancelling", "failed"})
 
@@ -111,10 +116,14 @@ class RunLoop:
         ledger: Ledger | None,
         attempt: int = 1,
         deadline: float | None = None,
+        owns: Callable[[models.Run], bool] | None = None,
     ) -> None:
         """``deadline``: absolute Unix time when the run is given up (default from
-        ``run.run_timeout``); ``attempt``: passed on to tools as ``ToolContext.attempt``."""
+        ``run.run_timeout``); ``attempt``: passed on to tools as ``ToolContext.attempt``;
+        ``owns``: recognises an active run that another attempt of the same job made (the
+        worker's job id in its metadata), adopted when it refuses our create."""
         self.attempt = attempt
+        self.owns = owns
         self.client = driver.client
         self.registry = driver.registry
         self.settings = driver.settings
@@ -158,6 +167,7 @@ class RunLoop:
         metadata = body.metadata if isinstance(body.metadata, dict) else None
         ref = recovery.ref_of(metadata) or recovery.new_ref()
         body = msgspec.structs.replace(body, metadata=recovery.tagged(metadata, ref))
+        waited: str | None = None
         while True:
             if self.ledger is not None:
                 await self.ledger.confirm()  # never start a run for a job we no longer hold
@@ -170,7 +180,33 @@ class RunLoop:
                 if match is None:
                     raise
                 self.creating = None
-                await self._thread_busy(thread_id, match.group(1), exc)
+                other = match.group(1)
+                if other == waited:
+                    # Seen over, still refused for it (a lagging view): back off, bounded.
+                    if time.time() >= self._hard_deadline(None):
+                        raise errors.ThreadBusyError(
+                            str(exc.message), thread_id=thread_id, run_id=other
+                        ) from exc
+                    await anyio.sleep(_next_poll(self.settings.poll, 0.5, self.hint_ms))
+                if self.ledger is not None:
+                    await self.ledger.confirm()  # about to wait for, or cancel, another run
+                await self._thread_busy(thread_id, other, exc)
+                waited = other
+
+    async def _find_own_after_abort(self) -> client_mod.Response[models.Run] | None:
+        """Our create was cut off in flight; the server may apply it a moment later (a
+        streaming create is not shielded), so look a few times before concluding none."""
+        for pause in _ABORT_LOOKUPS:
+            await anyio.sleep(pause)
+            found = await self._find_own()
+            if found is not None:
+                return found
+        return None
+
+    def _check_claim(self) -> None:
+        """Right before a request with side effects: the worker's claim must still hold."""
+        if self.ledger is not None:
+            self.ledger.check()
 
     async def _find_own(self) -> client_mod.Response[models.Run] | None:
         assert self.creating is not None
@@ -186,7 +222,17 @@ class RunLoop:
         if match is None:
             return None
         response = await self.client.retrieve_run_response(thread_id, match.group(1))
-        return response if recovery.ref_of(response.data.metadata) == ref else None
+        run = response.data
+        if recovery.ref_of(run.metadata) == ref:
+            return response
+        if self.owns is not None and not run.is_terminal and self.owns(run):
+            log.info(
+                "the thread's active run %s belongs to this job (an earlier attempt made it)",
+                run.id,
+                extra={"run_id": run.id, "action": "adopt_own"},
+            )
+            return response
+        return None
 
     async def _create(
         self,
@@ -211,6 +257,7 @@ class RunLoop:
             try:
                 # Shielded (the request has its own timeout): a caller cancelled meanwhile
                 # still learns the run it created, and cancels it.
+                self._check_claim()
                 with anyio.CancelScope(shield=True):
                     response = await self.client.create_run_response(thread_id, body, retry=False)
                 return response
@@ -233,6 +280,7 @@ class RunLoop:
         on_run: Callable[[models.Run], Awaitable[None]] | None,
     ) -> None:
         async def send() -> bool:
+            self._check_claim()
             try:
                 with anyio.move_on_after(self._time_left()):
                     async with self.client.create_run_stream(
@@ -351,7 +399,7 @@ class RunLoop:
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.run.cancel_timeout):
             try:
                 if run is None:
-                    found = await self._find_own()
+                    found = await self._find_own_after_abort()
                     if found is None or found.data.is_terminal:
                         return
                     run = found.data
@@ -668,6 +716,7 @@ class RunLoop:
         if self.stream:
 
             async def send_stream() -> bool:
+                self._check_claim()
                 try:
                     with anyio.move_on_after(self._time_left()):
                         async with self._submit_stream(run, outputs, approvals_) as stream:
@@ -691,6 +740,7 @@ class RunLoop:
             return
 
         async def send() -> bool:
+            self._check_claim()
             try:
                 if approvals_:
                     response = await self.client.submit_tool_approvals_response(

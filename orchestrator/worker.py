@@ -490,12 +490,22 @@ class Worker:
         async def record(run: models.Run) -> None:
             try:
                 await store.record_run(job.id, job.epoch, run.id)
-            except errors.LeaseLost:
-                await self._orphaned(job, run)
+            except BaseException as exc:  # the claim lost, or the job stopped meanwhile
+                if isinstance(exc, errors.LeaseLost | anyio.get_cancelled_exc_class()):
+                    await self._orphaned(job, run)
                 raise
 
+        def owns(run: models.Run) -> bool:
+            return (run.metadata or {}).get(JOB_METADATA_KEY) == job.id
+
         return await self.driver.create(
-            thread_id, body, emit=emit, ledger=ledger, on_run=record, attempt=job.attempts
+            thread_id,
+            body,
+            emit=emit,
+            ledger=ledger,
+            on_run=record,
+            attempt=job.attempts,
+            owns=owns,
         )
 
     async def _find_run(self, thread_id: str, job_id: str, since: float) -> str | None:
@@ -545,8 +555,22 @@ class Worker:
             job.id,
             extra={"job_id": job.id, "action": "job_failed"},
         )
-        if job.thread_id is not None and job.run_id is not None:
-            await self._cancel_run(job, job.thread_id, job.run_id)
+        if job.thread_id is None:
+            return
+        run_id = job.run_id
+        if run_id is None:  # created but not recorded before its last worker died
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(self.settings.run.cancel_timeout),
+            ):
+                try:
+                    run_id = await self._find_run(job.thread_id, job.id, job.created_at)
+                except errors.OrchestratorError as exc:
+                    log.warning(
+                        "could not look for the job's run: %s", exc, extra={"job_id": job.id}
+                    )
+        if run_id is not None:
+            await self._cancel_run(job, job.thread_id, run_id)
 
     async def _orphaned(self, job: store_base.Job, run: models.Run) -> None:
         """We created ``run`` under a claim that turned out lost: unless the job's new owner

@@ -799,3 +799,34 @@ async def test_the_guard_is_checked_again_in_a_sync_tools_thread() -> None:
     assert started == []
     assert len(checks) == 2
     assert checks[0] != checks[1]
+
+
+async def test_a_slot_that_comes_after_the_cutoff_is_given_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sync tool's slot goes to its thread only once the thread is sure to start."""
+    reg = tools.ToolRegistry()
+
+    @reg.tool
+    def work() -> str:
+        """Do work."""
+        return "ok"
+
+    cutoff = time.time() + 100
+    reads = iter([cutoff - 10])  # the first read is before the cutoff, every later one after
+
+    class Clock:
+        perf_counter = staticmethod(time.perf_counter)
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def time() -> float:
+            return next(reads, cutoff + 10)
+
+    monkeypatch.setattr(dispatch, "time", Clock)
+    limiter = anyio.CapacityLimiter(2)
+    settings = config.ToolsConfig(concurrency=2, deadline_margin=0.0)
+    [result] = await run([call("work")], reg, settings, deadline=cutoff, limiter=limiter)
+    assert result.error is not None
+    assert result.error.type == "timeout"
+    assert limiter.borrowed_tokens == 0

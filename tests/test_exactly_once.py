@@ -155,7 +155,7 @@ async def test_a_fault_mix_leaves_every_run_exactly_once(
     emu: Emulator, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR)
-    runs = 250
+    runs = 500
     out = await drive_many(emu, mode, runs, seed=1234 if mode == "poll" else 4321)
     results, seen = out["results"], out["seen"]
     faults = out["faults"]
@@ -395,3 +395,72 @@ async def test_10_parallel_failures_reach_driver_callers_as_one_error(rig: Rig) 
 
     with pytest.raises(errors.StoreError, match="disk full"):
         await rig.orch.driver.create(thread.id, body, emit=emit, ledger=RefusingLedger())
+
+
+# --- a worker that lost its claim (issue 10 defect 7; review findings) ---------------------------
+
+
+class StaleLedger:
+    """A claim proven once (``confirm``) just before the process froze; on waking it is gone."""
+
+    def __init__(self) -> None:
+        self.confirms = 0
+
+    def _gone(self) -> errors.LeaseLost:
+        return errors.LeaseLost("job j: gone", job_id="j", epoch=1)
+
+    async def outputs(self, run_id: str) -> dict[str, str]:
+        return {}
+
+    async def submitted_calls(self, run_id: str) -> set[str]:
+        return set()
+
+    async def begin(self, run_id: str, ids: Any) -> dict[str, int]:
+        raise self._gone()
+
+    async def save(self, run_id: str, call_id: str, output: str) -> None:
+        raise self._gone()
+
+    async def submitted(self, run_id: str, ids: Any) -> None:
+        raise self._gone()
+
+    async def confirm(self) -> None:
+        self.confirms += 1
+        if self.confirms > 1:
+            raise self._gone()
+
+    def check(self) -> None:
+        if self.confirms >= 1:
+            raise self._gone()
+
+
+async def no_events(event: Any) -> None:
+    return None
+
+
+@pytest.mark.parametrize("rig", ["poll", "stream"], indirect=True)
+async def test_a_lost_claim_creates_no_run_even_after_it_was_confirmed(rig: Rig) -> None:
+    rig.orch.driver.cancel_on_abort = False  # as in the worker
+    thread = await rig.orch.create_thread()
+    body = models.CreateRun(assistant_id=rig.assistant, metadata=one_round("a"))
+    with pytest.raises(errors.LeaseLost):
+        await rig.orch.driver.create(thread.id, body, emit=no_events, ledger=StaleLedger())
+    assert await rig.runs(thread.id) == []
+
+
+async def test_a_lost_claim_never_cancels_the_new_owners_run(emu: Emulator) -> None:
+    async with make_rig(emu) as rig:
+        driver = rig.orch.driver
+        driver.settings = msgspec.structs.replace(
+            driver.settings, run=msgspec.structs.replace(driver.settings.run, if_active="cancel")
+        )
+        driver.cancel_on_abort = False
+        thread = await rig.orch.create_thread()
+        theirs = await rig.client.create_run(
+            thread.id, models.CreateRun(assistant_id=rig.assistant, metadata=one_round("a"))
+        )
+        body = models.CreateRun(assistant_id=rig.assistant, metadata=one_round("a"))
+        with pytest.raises(errors.LeaseLost):
+            await driver.create(thread.id, body, emit=no_events, ledger=StaleLedger())
+        after = await rig.client.retrieve_run(thread.id, theirs.id)
+    assert after.status not in {"cancelling", "cancelled"}

@@ -635,3 +635,44 @@ async def test_a_run_created_under_a_lost_claim_is_cancelled_unless_the_new_owne
         assert runs[0].status in {"cancelling", "cancelled"}  # ours is an orphan: cancelled
     else:
         assert not runs[0].is_terminal  # the new owner finds it by the job's id, drives it
+
+
+async def test_the_new_owner_drives_the_run_a_lost_claim_made_after_it_looked(
+    emu: Emulator, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a paused worker's create lands after the job's new owner looked for a
+    run; the new owner's own create is refused for that run, which carries the job's id: it
+    is the job's run, adopted and driven, not waited out (the thread would stay locked)."""
+    cfg, t = lab.settings(db, emu.base_url), lab.Lab()
+    async with lab.client(cfg) as c, SqliteStore(db) as st:
+        asst = await assistant(c)
+        job_id = await st.enqueue(lab.job(asst, lab.script([False])))
+        ghost = await lab.ghost_claim(st, job_id)
+        thread = await c.create_thread()
+        await st.record_thread(job_id, ghost.epoch, thread.id)
+        stale = worker.Worker(cfg, st, c, t.registry, worker_id="stale")
+        owner = worker.Worker(cfg, st, c, t.registry, worker_id="owner")
+        look = owner._find_run
+        late: list[models.Run] = []
+
+        async def look_then_the_stale_create_lands(*args: Any) -> str | None:
+            found = await look(*args)
+            body = models.CreateRun(
+                assistant_id=asst,
+                metadata={lab.JOB_KEY: job_id, "emulator_script": lab.script([False])},
+            )
+            late.append(await c.create_run(thread.id, body))
+            with pytest.raises(errors.LeaseLost):
+                await st.record_run(job_id, ghost.epoch, late[0].id)
+            await stale._orphaned(ghost, late[0])  # what its record() does then
+            return found
+
+        monkeypatch.setattr(owner, "_find_run", look_then_the_stale_create_lands)
+        await run_until_idle(owner)
+        job = await st.get(job_id)
+        runs = (await c.list_runs(thread.id)).data
+    assert job is not None
+    assert job.state is JobState.SUCCEEDED
+    assert [r.id for r in runs] == [late[0].id]
+    assert job.run_id == late[0].id
+    assert [a for _, a in t.calls] == [1]

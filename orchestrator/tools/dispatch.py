@@ -284,6 +284,12 @@ class _Job:
             except BaseException:
                 release()
                 raise
+        now = time.time()
+        if self.cutoff is not None:
+            budget = min(timeout, self.cutoff - now)
+        if budget <= 0:  # the slot came too late to start at all
+            release()
+            return self._not_started(call_id, tool.name, "no free slot")
         run_sync = None
         if not tool.is_async:
             cap = self.settings.max_abandoned_threads
@@ -297,11 +303,6 @@ class _Job:
             # from here the thread releases the slot when the body returns, however late
             run_sync = functools.partial(_guarded_run, self.guard, release)
         try:
-            now = time.time()
-            if self.cutoff is not None:
-                budget = min(timeout, self.cutoff - now)
-            if budget <= 0:  # the slot came too late to start at all
-                return self._not_started(call_id, tool.name, "no free slot")
             context = tools.ToolContext(
                 run_id=self.run_id,
                 thread_id=self.thread_id,
