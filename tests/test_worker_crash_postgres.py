@@ -166,16 +166,20 @@ async def check_outcome(
 
 def stale_starts(effects: Path, resumed: list[tuple[int, float]]) -> tuple[list[str], int]:
     """Calls started by a worker that did not hold the job, and how many of those were already
-    in flight when their process froze (started within ``IN_FLIGHT`` of its SIGCONT)."""
+    in flight when their process froze (entered within ``IN_FLIGHT`` after its SIGCONT, or
+    frozen between entering and asking)."""
     path = Path(f"{effects}.claims")
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     assert lines, "the claim check did not run"
     stale, in_flight = [], 0
     for line in lines:
-        _, pid, verdict, at, _ = line.split(" ", 4)
+        _, pid, verdict, started, checked, _ = line.split(" ", 5)
         if verdict != "stale":
             continue
-        if any(p == int(pid) and 0 <= float(at) - t <= IN_FLIGHT for p, t in resumed):
+        # Resumed just before the call was entered (it was being handed to its thread at the
+        # freeze), or while it asked (the job may have moved on during the freeze itself).
+        window = (float(started) - IN_FLIGHT, float(checked))
+        if any(p == int(pid) and window[0] <= t <= window[1] for p, t in resumed):
             in_flight += 1
         else:
             stale.append(line)
@@ -242,7 +246,7 @@ async def test_three_workers_survive_kills_and_pauses(tmp_path: Path, pg_dsn: st
             tail = harness.tail(log_path)
             assert codes == [0] * WORKERS, tail
             stale, in_flight = stale_starts(effects, fleet.resumed)
-            assert stale == [], tail
+            assert stale == [], f"resumed (pid, time): {fleet.resumed}\n{tail}"
             journal = harness.journal(effects)
             recomputed = [e for saved, n in snapshots for e in journal[n:] if e.call_id in saved]
             assert recomputed == [], tail

@@ -57,8 +57,9 @@ def claim_held(ctx: tools.ToolContext, path: str, started: float | None = None) 
     """Whether this process holds the call's job now (RUNNING under its lease); True untested.
 
     The lease owner is the worker id, ``<host>-<pid>-<suffix>``. With ``started`` (when the
-    call was entered) the answer is written to ``<path>.claims``: a ``stale`` line is a call
-    started by a worker that no longer held its job.
+    call was entered) the answer is written to ``<path>.claims`` with the time it was known: a
+    ``stale`` line is a call started by a worker that no longer held its job, unless the
+    process was frozen between the two times.
     """
     dsn = os.environ.get(CLAIM_CHECK_DSN)
     if not dsn:
@@ -74,7 +75,8 @@ def claim_held(ctx: tools.ToolContext, path: str, started: float | None = None) 
     if started is not None:
         verdict = "held" if held else "stale"
         with open(path + ".claims", "a", encoding="utf-8") as f:
-            f.write(f"{ctx.tool_call_id} {os.getpid()} {verdict} {started!r} {row}\n")
+            checked = time.time()
+            f.write(f"{ctx.tool_call_id} {os.getpid()} {verdict} {started!r} {checked!r} {row}\n")
     return held
 
 
