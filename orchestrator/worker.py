@@ -31,7 +31,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -487,13 +487,16 @@ class Worker:
         metadata[JOB_METADATA_KEY] = job.id
         body = msgspec.structs.replace(body, metadata=metadata)
 
+        recorded: set[str | None] = {job.run_id}
+
         async def record(run: models.Run) -> None:
             try:
                 await store.record_run(job.id, job.epoch, run.id)
             except BaseException as exc:  # the claim lost, or the job stopped meanwhile
                 if isinstance(exc, errors.LeaseLost | anyio.get_cancelled_exc_class()):
-                    await self._orphaned(job, run)
+                    await self._orphaned(job, run, recorded)
                 raise
+            recorded.add(run.id)
 
         def owns(run: models.Run) -> bool:
             return (run.metadata or {}).get(JOB_METADATA_KEY) == job.id
@@ -572,16 +575,24 @@ class Worker:
         if run_id is not None:
             await self._cancel_run(job, job.thread_id, run_id)
 
-    async def _orphaned(self, job: store_base.Job, run: models.Run) -> None:
-        """We created ``run`` under a claim that turned out lost: unless the job's new owner
-        already took it as the job's run, it must not live on holding the thread."""
+    async def _orphaned(
+        self, job: store_base.Job, run: models.Run, recorded: Collection[str | None]
+    ) -> None:
+        """Recording ``run`` failed (the claim was lost, or the job was stopped meanwhile).
+
+        It is cancelled only when the store shows that another claim made a different run the
+        job's run; otherwise whoever drives the job next finds it by the job's id (the newest
+        run carrying it) and drives it. ``recorded``: runs this claim itself recorded before.
+        """
         with anyio.CancelScope(shield=True):
             try:
                 current = await self.store.get(job.id)
             except errors.StoreError:
-                current = None
-            if current is not None and current.run_id in (None, run.id):
-                return  # the new owner finds (or found) this run by the job's id and drives it
+                return  # cannot tell: leaving it to be found is safe, cancelling is not
+            if current is None or current.epoch == job.epoch:
+                return  # still our claim (a stop, not a loss): the job resumes with this run
+            if current.run_id is None or current.run_id == run.id or current.run_id in recorded:
+                return  # the new owner finds (or found) this run by the job's id
         await self._cancel_run(job, run.thread_id, run.id)
 
     async def _cancel_run(self, job: store_base.Job, thread_id: str, run_id: str) -> None:

@@ -664,7 +664,7 @@ async def test_the_new_owner_drives_the_run_a_lost_claim_made_after_it_looked(
             late.append(await c.create_run(thread.id, body))
             with pytest.raises(errors.LeaseLost):
                 await st.record_run(job_id, ghost.epoch, late[0].id)
-            await stale._orphaned(ghost, late[0])  # what its record() does then
+            await stale._orphaned(ghost, late[0], {None})  # what its record() does then
             return found
 
         monkeypatch.setattr(owner, "_find_run", look_then_the_stale_create_lands)
@@ -676,3 +676,27 @@ async def test_the_new_owner_drives_the_run_a_lost_claim_made_after_it_looked(
     assert [r.id for r in runs] == [late[0].id]
     assert job.run_id == late[0].id
     assert [a for _, a in t.calls] == [1]
+
+
+async def test_a_run_whose_recording_was_cut_off_by_a_stop_is_kept(emu: Emulator, db: Path) -> None:
+    """Stopped (drain) while recording a re-created run: the claim is still ours, so the run
+    stays for the job's next attempt to find, even though the store still shows the old run."""
+    cfg, t = lab.settings(db, emu.base_url), lab.Lab()
+    async with lab.client(cfg) as c, SqliteStore(db) as st:
+        asst = await assistant(c)
+        job_id = await st.enqueue(lab.job(asst, lab.script([False])))
+        job = await st.claim("w", lease_seconds=60)
+        assert job is not None
+        thread = await c.create_thread()
+        await st.record_thread(job_id, job.epoch, thread.id)
+        await st.record_run(job_id, job.epoch, "run_failed_before")
+        body = models.CreateRun(
+            assistant_id=asst,
+            metadata={lab.JOB_KEY: job_id, "emulator_script": lab.script([False])},
+        )
+        run = await c.create_run(thread.id, body)
+        w = worker.Worker(cfg, st, c, t.registry)
+        await w._orphaned(job, run, {None, "run_failed_before"})
+        after = await c.retrieve_run(thread.id, run.id)
+    assert not after.is_terminal
+    assert after.status not in {"cancelling", "cancelled"}
