@@ -283,7 +283,11 @@ class Worker:
             await self._wait_slot(wait=wcfg.idle_poll_seconds)
 
     async def _nothing_left(self) -> bool:
-        counts = await self.store.counts()
+        try:
+            counts = await self.store.counts()
+        except errors.StoreError as exc:  # a blip: the claim loop's own back-off handles more
+            log.warning("could not count jobs: %s", exc, extra={"action": "counts"})
+            return False
         self.metrics.set_queue_depth({str(k): v for k, v in counts.items()})
         return counts[store_base.JobState.QUEUED] == 0 and counts[store_base.JobState.RUNNING] == 0
 

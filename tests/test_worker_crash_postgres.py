@@ -32,7 +32,8 @@ from typing import IO, Any
 import anyio
 import anyio.abc
 import pytest
-from worker_tools import harness, pg, side_effects
+import worker_tools
+from worker_tools import harness, pg
 
 from orchestrator import client as client_mod
 from orchestrator import config, models
@@ -73,7 +74,7 @@ class Fleet:
 
     def __init__(self, cfg: Path, log: IO[bytes], claim_check_dsn: str | None = None) -> None:
         self.cfg, self.log = cfg, log
-        self.env = {side_effects.CLAIM_CHECK_DSN: claim_check_dsn} if claim_check_dsn else {}
+        self.env = {worker_tools.CLAIM_CHECK_DSN: claim_check_dsn} if claim_check_dsn else {}
         self.procs: list[anyio.abc.Process] = []
         self.kills = self.pauses = 0
         #: (pid, time.time() of its SIGCONT) of every pause.

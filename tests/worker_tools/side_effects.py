@@ -22,6 +22,7 @@ from pathlib import Path
 
 import anyio
 
+import worker_tools
 from orchestrator import tools
 
 
@@ -50,7 +51,7 @@ def _lines(path: str) -> list[str]:
 
 #: Set by the PostgreSQL crash test: each call asks the database whether its worker still holds
 #: the job, as it starts (the answer goes to ``<path>.claims``) and again before its side effect.
-CLAIM_CHECK_DSN = "ORCH_TEST_CLAIM_CHECK_DSN"
+CLAIM_CHECK_DSN = worker_tools.CLAIM_CHECK_DSN
 
 
 def claim_held(ctx: tools.ToolContext, path: str, started: float | None = None) -> bool:
