@@ -24,6 +24,8 @@ from typing import NamedTuple
 import anyio
 import pytest
 
+from orchestrator import tools
+
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
 MARKER = re.compile(r"^<!--\s*readme-test(?::\s*(?P<kind>[\w-]+)(?:\s+(?P<arg>\S+))?)?\s*-->\s*$")
@@ -99,11 +101,16 @@ async def run_script(snippet: Snippet) -> None:
     )
     module = types.ModuleType(name)
     sys.modules[name] = module  # dataclasses and pickling look their module up
+    # A snippet's @tool functions go to a registry of its own, not to this process's default one
+    # (where other tests' scripted runs would call them).
+    default = tools.default_registry
+    tools.default_registry = tools.ToolRegistry()  # type: ignore[misc]
     try:
         pending = eval(code, module.__dict__)  # a coroutine when the snippet awaits
         if pending is not None:
             await pending
     finally:
+        tools.default_registry = default  # type: ignore[misc]
         sys.modules.pop(name, None)
 
 
