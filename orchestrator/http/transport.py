@@ -218,7 +218,28 @@ class Transport:
         self._slots = anyio.Semaphore(api.max_connections, fast_acquire=True)
         self._on_finished = getattr(observer, "request_finished", None)
         self._on_retried = getattr(observer, "request_retried", None)
+        self._max_connections = api.max_connections
         self.session: aiohttp.ClientSession | None = None
+        #: ``open_session`` made ``session`` (so ``close_session`` closes it).
+        self._own_session = False
+
+    async def open_session(self, owner: str) -> None:
+        """Open a session of our own, sized by ``api.max_connections``, unless the caller
+        gave one (``session`` set before: it stays the caller's, never closed here)."""
+        if self._own_session:
+            raise RuntimeError(f"{owner} is already open")
+        if self.session is None:
+            connector = aiohttp.TCPConnector(limit=self._max_connections)
+            self.session = aiohttp.ClientSession(connector=connector)
+            self._own_session = True
+
+    async def close_session(self) -> None:
+        """Close the session ``open_session`` made (shielded: a cancelled caller still does)."""
+        session, own = self.session, self._own_session
+        if own and session is not None:
+            self.session, self._own_session = None, False
+            with anyio.CancelScope(shield=True):
+                await session.close()
 
     def __repr__(self) -> str:
         return f"Transport(base_url={self.base_url!r}, flavor={self.flavor!r})"

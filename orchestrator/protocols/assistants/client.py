@@ -95,7 +95,6 @@ class AssistantsClient:
             limiter=limiter,
             observer=observer,
         )
-        self._owns_session = session is None
         self._transport.session = session
         self._credential = credential
 
@@ -108,11 +107,7 @@ class AssistantsClient:
         return self._transport.base_url
 
     async def __aenter__(self) -> Self:
-        if self._owns_session:
-            if self._transport.session is not None:
-                raise RuntimeError("AssistantsClient is already open")
-            connector = aiohttp.TCPConnector(limit=self._api.max_connections)
-            self._transport.session = aiohttp.ClientSession(connector=connector)
+        await self._transport.open_session("AssistantsClient")
         return self
 
     async def __aexit__(
@@ -121,11 +116,7 @@ class AssistantsClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        session = self._transport.session
-        if self._owns_session and session is not None:
-            self._transport.session = None
-            with anyio.CancelScope(shield=True):
-                await session.close()
+        await self._transport.close_session()
         # A provider that opened something of its own (Entra's default credential) closes it.
         close = getattr(self._credential, "aclose", None)
         if close is not None:

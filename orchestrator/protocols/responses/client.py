@@ -16,7 +16,6 @@ from types import TracebackType
 from typing import Final, Self
 
 import aiohttp
-import anyio
 import msgspec
 from msgspec import UNSET
 
@@ -77,7 +76,6 @@ class ResponsesClient:
             limiter=limiter,
             observer=observer,
         )
-        self._owns_session = session is None
         self._transport.session = session
 
     def __repr__(self) -> str:
@@ -89,11 +87,7 @@ class ResponsesClient:
         return self._transport.base_url
 
     async def __aenter__(self) -> Self:
-        if self._owns_session:
-            if self._transport.session is not None:
-                raise RuntimeError("ResponsesClient is already open")
-            connector = aiohttp.TCPConnector(limit=self._api.max_connections)
-            self._transport.session = aiohttp.ClientSession(connector=connector)
+        await self._transport.open_session("ResponsesClient")
         return self
 
     async def __aexit__(
@@ -102,11 +96,7 @@ class ResponsesClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        session = self._transport.session
-        if self._owns_session and session is not None:
-            self._transport.session = None
-            with anyio.CancelScope(shield=True):
-                await session.close()
+        await self._transport.close_session()
 
     # --- plain requests ---------------------------------------------------------------------
 
