@@ -1,7 +1,9 @@
-"""Foundry's MCP tool approvals: who decides, how a decision is kept, what is reported.
+"""MCP tool approvals, for both protocols: who decides, how a decision is kept, what is reported.
 
-A Foundry run may stop with ``required_action.type == "submit_tool_approval"``: MCP calls (server
-label, tool name, JSON arguments) that run only once allowed. ``Approver.decide`` answers each:
+A Foundry run may stop with ``required_action.type == "submit_tool_approval"``, and a Responses
+response may complete with ``mcp_approval_request`` items: MCP calls (server label, tool name,
+JSON arguments) that run only once allowed. The loop hands them to ``Approver.decide`` as
+``protocols.base.ApprovalCall``s, which answers each:
 
 1. a decision already in the ledger (made before a crash, or by ``orchestrator approve``) is
    reused, never made twice;
@@ -12,6 +14,9 @@ label, tool name, JSON arguments) that run only once allowed. ``Approver.decide`
    embedding caller gets the exception with the run left waiting (not cancelled), to submit its
    decisions (``client.submit_tool_approvals``) and adopt the run.
 
+The session sends the decisions the way its protocol does (``submit_tool_approval``, or
+``mcp_approval_response`` items in the continuation).
+
 A decision is stored in the ledger like a tool output, keyed by the call id (``APPROVED`` or
 ``DENIED``), before it is submitted; each one is reported as a ``ToolApprovalDecided`` event.
 Headers a hook returns for the MCP server are sent but never stored or logged.
@@ -20,16 +25,14 @@ Headers a hook returns for the MCP server are sent but never stored or logged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Final, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final
 
 import msgspec
 
 from orchestrator import config, errors, events
+from orchestrator.protocols import base
 from orchestrator.protocols.assistants import models
-
-if TYPE_CHECKING:
-    from orchestrator import run_loop
 
 __all__ = [
     "APPROVED",
@@ -78,22 +81,20 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Hook = Callable[[ApprovalRequest], Awaitable[bool | Approval]]
+Emit = Callable[[events.Event], Awaitable[None]]
 
 
 class ApprovalPending(errors.OrchestratorError):
-    """Calls wait for a human decision (``approvals.mode: wait``); the run is left as it is."""
+    """Calls wait for a human decision (``approvals.mode: wait``); the object is left as it is.
 
-    def __init__(self, run: models.Run, calls: Sequence[ApprovalRequest]) -> None:
+    ``run`` is the protocol's object that asks (``models.Run``, or ``wire.Response``)."""
+
+    def __init__(self, run: Any, calls: Sequence[ApprovalRequest]) -> None:
         names = ", ".join(f"{c.tool_call_id} ({c.server_label}/{c.name})" for c in calls)
-        super().__init__(f"run {run.id}: waiting for approval of {names}")
+        object_id = calls[0].run_id if calls else getattr(run, "id", "?")
+        super().__init__(f"{object_id}: waiting for approval of {names}")
         self.run = run
         self.calls = list(calls)
-
-
-class _Ledger(Protocol):
-    async def outputs(self, run_id: str) -> dict[str, str]: ...
-
-    async def save(self, run_id: str, tool_call_id: str, output: str) -> None: ...
 
 
 def decision_output(approve: bool) -> str:
@@ -108,22 +109,6 @@ def parse_decision(output: str) -> bool | None:
     if output == DENIED:
         return False
     return None
-
-
-def _text(value: str | msgspec.UnsetType) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def request_for(run: models.Run, call: models.RequiredToolCall) -> ApprovalRequest:
-    """The request the hook and the events see for one call."""
-    return ApprovalRequest(
-        run_id=run.id,
-        thread_id=run.thread_id,
-        tool_call_id=call.id,
-        server_label=_text(call.server_label),
-        name=_text(call.name),
-        arguments=_text(call.arguments),
-    )
 
 
 class Approver:
@@ -159,15 +144,30 @@ class Approver:
         return Approval(approve=False, reason="not in approvals.allow"), "policy"
 
     async def decide(
-        self, run: models.Run, *, ledger: _Ledger | None, emit: run_loop.Emit
-    ) -> list[models.ToolApproval]:
-        """A decision for every call of the run's ``submit_tool_approval`` action, each stored
-        (when there is a ledger) and reported; ``ApprovalPending`` for calls left open."""
-        stored = await ledger.outputs(run.id) if ledger is not None else {}
-        answers: list[models.ToolApproval] = []
+        self,
+        calls: Sequence[base.ApprovalCall],
+        *,
+        obj: Any,
+        object_id: str,
+        scope: str,
+        stored: Mapping[str, str],
+        save: Callable[[str, str], Awaitable[None]] | None,
+        emit: Emit,
+    ) -> list[base.ApprovalAnswer]:
+        """A decision for every call (of ``obj``, whose id is ``object_id``): one ``stored``
+        before is reused; a new one is saved (``save``) before it is returned, and each is
+        reported. ``ApprovalPending`` for calls left open."""
+        answers: list[base.ApprovalAnswer] = []
         pending: list[ApprovalRequest] = []
-        for call in run.approval_calls:
-            request = request_for(run, call)
+        for call in calls:
+            request = ApprovalRequest(
+                run_id=object_id,
+                thread_id=scope,
+                tool_call_id=call.id,
+                server_label=call.server_label,
+                name=call.name,
+                arguments=call.arguments,
+            )
             kept = parse_decision(stored[call.id]) if call.id in stored else None
             if kept is not None:
                 approval, source = Approval(approve=kept), "ledger"
@@ -177,20 +177,20 @@ class Approver:
                     pending.append(request)
                     continue
                 approval = decided
-                if ledger is not None:
-                    await ledger.save(run.id, call.id, decision_output(approval.approve))
+                if save is not None:
+                    await save(call.id, decision_output(approval.approve))
             log.info(
                 "MCP call %s/%s %s (%s)",
                 request.server_label,
                 request.name,
                 "allowed" if approval.approve else "denied",
                 source,
-                extra={"run_id": run.id, "action": "approval", "tool_call_id": call.id},
+                extra={"run_id": object_id, "action": "approval", "tool_call_id": call.id},
             )
             await emit(
                 events.ToolApprovalDecided(
-                    run_id=run.id,
-                    thread_id=run.thread_id,
+                    run_id=object_id,
+                    thread_id=scope,
                     tool_call_id=call.id,
                     server_label=request.server_label,
                     name=request.name,
@@ -199,16 +199,20 @@ class Approver:
                     reason=approval.reason,
                 )
             )
-            headers = approval.headers if approval.headers is not None else msgspec.UNSET
             answers.append(
-                models.ToolApproval(tool_call_id=call.id, approve=approval.approve, headers=headers)
+                base.ApprovalAnswer(
+                    tool_call_id=call.id,
+                    approve=approval.approve,
+                    headers=approval.headers,
+                    reason=approval.reason,
+                )
             )
         if pending:
-            raise ApprovalPending(run, pending)
+            raise ApprovalPending(obj, pending)
         return answers
 
 
-async def report_server_tools(step: models.RunStep, emit: run_loop.Emit) -> None:
+async def report_server_tools(step: models.RunStep, emit: Emit) -> None:
     """One ``ServerToolObserved`` per server-side tool call or activity of a step."""
     details = step.step_details
     if details is None:

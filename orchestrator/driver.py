@@ -1,8 +1,9 @@
-"""Driving runs: the ``Driver`` creates or adopts runs and hands each to a ``RunLoop``.
+"""Driving runs: the ``Driver`` creates or adopts runs, each an ``AssistantsSession`` driven by
+the protocol-neutral ``ProtocolLoop``.
 
-It holds what all runs share (client, registry, settings, the tool limiter) and the policies
-around one run: ``if_active`` on creation lives in the loop; re-creating a run that failed with a
-retryable ``last_error`` lives here.
+It holds what all runs share (client, registry, settings, the tool limiter, the approver) and
+the policies around one run: ``if_active`` on creation lives in the session; re-creating a run
+that failed with a retryable ``last_error`` lives here.
 """
 
 from __future__ import annotations
@@ -16,13 +17,33 @@ import anyio
 import msgspec
 
 from orchestrator import approvals, config, errors, recovery, tools
+from orchestrator.protocol_loop import Emit, Ledger, ProtocolLoop
 from orchestrator.protocols.assistants import client as client_mod
 from orchestrator.protocols.assistants import models
-from orchestrator.run_loop import Emit, Ledger, RunLoop, RunResult
+from orchestrator.protocols.assistants import session as session_mod
 
 __all__ = ["Driver", "Emit", "Ledger", "RunResult"]
 
 log = logging.getLogger(__name__)
+
+
+class RunResult(msgspec.Struct, frozen=True, kw_only=True):
+    """How a run ended."""
+
+    run: models.Run
+    #: The final status, or ``timed_out`` / ``tool_failed`` when the driver cancelled the run.
+    outcome: str
+    #: Every output submitted, in submission order.
+    outputs: list[models.ToolOutput] = []
+    #: The assistant's reply text, when there is one.
+    reply: str | None = None
+    #: How many ``requires_action`` rounds were answered.
+    rounds: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """The run completed."""
+        return self.outcome == models.RunStatus.COMPLETED
 
 
 class Driver:
@@ -67,17 +88,18 @@ class Driver:
         before anything else happens to it (the worker records the run id there). ``attempt``
         > 1 says this is a resumed job: tool calls without a stored output may have started
         before, and their tools see it in ``ToolContext.attempt`` (to deduplicate). ``owns``
-        recognises an active run made by another attempt of the same job (see ``RunLoop``).
+        recognises an active run made by another attempt of the same job (adopted when it
+        refuses our create).
         """
         policy = self.settings.run
         timeout = policy.run_timeout
         deadline = time.time() + timeout if timeout is not None else None
         retries = 0
         while True:
-            loop = RunLoop(
-                self, emit=emit, ledger=ledger, attempt=attempt, deadline=deadline, owns=owns
+            session = self._session(
+                thread_id, emit, ledger, deadline, body=body, on_run=on_run, owns=owns
             )
-            result = await _unwrapped(loop.run(loop.open_create(thread_id, body, on_run)))
+            result = await self._drive(session, emit, ledger, attempt, deadline)
             code = result.run.last_error.code if result.run.last_error else None
             retry = (
                 result.outcome == models.RunStatus.FAILED
@@ -168,13 +190,52 @@ class Driver:
         attempt: int = 1,
     ) -> RunResult:
         """Drive a run that already exists (created elsewhere, or before a restart)."""
-        drive = RunLoop(self, emit=emit, ledger=ledger, attempt=attempt)
-        return await _unwrapped(drive.run(drive.open_adopt(thread_id, run_id)))
+        timeout = self.settings.run.run_timeout
+        deadline = time.time() + timeout if timeout is not None else None
+        session = self._session(thread_id, emit, ledger, deadline, run_id=run_id)
+        return await self._drive(session, emit, ledger, attempt, deadline)
 
+    def _session(
+        self,
+        thread_id: str,
+        emit: Emit,
+        ledger: Ledger | None,
+        deadline: float | None,
+        **how: Any,
+    ) -> session_mod.AssistantsSession:
+        return session_mod.AssistantsSession(
+            self.client, self.settings, thread_id, emit=emit, fence=ledger, deadline=deadline, **how
+        )
 
-async def _unwrapped(running: Awaitable[RunResult]) -> RunResult:
-    """Parallel tool calls can fail together; callers get the one error that decides."""
-    try:
-        return await running
-    except ExceptionGroup as group:
-        raise errors.deciding(group) from group
+    async def _drive(
+        self,
+        session: session_mod.AssistantsSession,
+        emit: Emit,
+        ledger: Ledger | None,
+        attempt: int,
+        deadline: float | None,
+    ) -> RunResult:
+        loop = ProtocolLoop(
+            session,
+            registry=self.registry,
+            settings=self.settings,
+            emit=emit,
+            ledger=ledger,
+            tool_limiter=self.tool_limiter,
+            cancel_on_abort=self.cancel_on_abort,
+            deadline=deadline,
+            attempt=attempt,
+            approver=self.approver,
+        )
+        try:
+            result = await loop.run()
+        except ExceptionGroup as group:
+            # Parallel tool calls can fail together; callers get the one error that decides.
+            raise errors.deciding(group) from group
+        return RunResult(
+            run=result.obj,
+            outcome=result.outcome,
+            outputs=[models.ToolOutput(o.tool_call_id, o.output) for o in result.outputs],
+            reply=result.reply,
+            rounds=result.rounds,
+        )

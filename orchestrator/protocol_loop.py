@@ -1,10 +1,11 @@
-"""The protocol-neutral loop: open → observe → answer a tool round → … → done, over any
-``protocols.base.ProtocolSession``.
+"""The protocol-neutral loop: open → observe → answer a round → … → done, over any
+``protocols.base.ProtocolSession`` (Assistants runs, Responses chains).
 
-Policy lives here, bytes in the session: the deadline (``run.run_timeout``; past it the current
-object is cancelled and the outcome is ``timed_out``), tool rounds through ``dispatch`` with the
-ledger's round lifecycle (calls begun, each output saved before it is sent, the round marked
-submitted once the server took it), the tool events, cancel-on-abort, and the result.
+Policy lives here, bytes in the session: the deadline (``run.run_timeout``, and the object's
+own ``expires_at`` plus a grace; past it the object is cancelled and the outcome is
+``timed_out``), tool rounds through ``dispatch`` with the ledger's round lifecycle (calls begun,
+each output saved before it is sent, the round marked submitted once the server took it), MCP
+approvals through the ``approvals.Approver``, the tool events, cancel-on-abort, and the result.
 """
 
 from __future__ import annotations
@@ -12,20 +13,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 import anyio
 import msgspec
 
-from orchestrator import config, errors, events, tools
+from orchestrator import approvals, config, errors, events, tools
 from orchestrator.protocols import base
 from orchestrator.protocols.assistants import models
 from orchestrator.store import base as store_base
 from orchestrator.tools import dispatch
 
-__all__ = ["Emit", "Ledger", "ProtocolLoop", "ProtocolResult"]
+__all__ = ["EXPIRY_GRACE", "Emit", "Ledger", "ProtocolLoop", "ProtocolResult"]
 
 log = logging.getLogger(__name__)
+
+EXPIRY_GRACE: Final = base.EXPIRY_GRACE
+#: Statuses a cancel asked for (the outcome is then the loop's reason, not the status).
+_CANCELLED: Final = frozenset({"cancelled", "cancelling"})
 
 ObjT = TypeVar("ObjT")
 Emit = Callable[[events.Event], Awaitable[None]]
@@ -39,7 +44,7 @@ class Ledger(Protocol):
         ...
 
     def check(self) -> None:
-        """The same, from local state only (right before each tool starts)."""
+        """The same, from local state only (right before each tool starts, each request)."""
         ...
 
     async def calls(self, object_id: str) -> dict[str, store_base.CallRecord]:
@@ -51,7 +56,7 @@ class Ledger(Protocol):
         ...
 
     async def save(self, object_id: str, call_id: str, output: str) -> None:
-        """Store one output; durable when it returns."""
+        """Store one output (or approval decision); durable when it returns."""
         ...
 
     async def submitted(self, object_id: str, call_ids: Sequence[str]) -> None:
@@ -95,8 +100,10 @@ class ProtocolLoop(Generic[ObjT]):
         cancel_on_abort: bool = True,
         deadline: float | None = None,
         attempt: int = 1,
+        approver: approvals.Approver | None = None,
     ) -> None:
-        """``deadline``: absolute Unix time (default: now + ``run.run_timeout``)."""
+        """``deadline``: absolute Unix time (default: now + ``run.run_timeout``); ``attempt``
+        > 1 says an earlier attempt may have started calls without storing their outputs."""
         self.session = session
         self.registry = registry
         self.settings = settings
@@ -109,51 +116,52 @@ class ProtocolLoop(Generic[ObjT]):
             deadline = time.time() + timeout
         self.deadline = deadline
         self.attempt = attempt
+        self.approver = approver or approvals.Approver(settings.approvals)
         self.outputs: list[base.ToolOutput] = []
         self.rounds = 0
         self._unknown: set[str] = set()
+        #: Call ids of rounds the server took, and the object whose ledger rounds were read.
+        self._submitted: set[str] = set()
+        self._ledger_read: str | None = None
 
     async def run(self) -> ProtocolResult[ObjT]:
         """Open, follow and answer until done; report the end."""
         current: base.Observation[ObjT] | None = None
         try:
             await self._confirm()
-            with anyio.fail_after(self._time_left()):
-                current = await self.session.open()
+            current = await self.session.open()
             await self._record(current)
             while True:
-                if current.calls:
-                    if self._past_deadline():
-                        outcome = "timed_out"
+                if (current.calls or current.approvals) and not await self._stale(current):
+                    if self._past(current):
+                        outcome, current = await self._end(current, "timed_out")
                         break
                     try:
-                        outputs = await self._tools(current)
+                        current = await self._round(current)
                     except errors.ToolFailure as exc:
                         log.warning(
                             "tool %s failed with on_error=raise; stopping",
                             exc.tool_name,
                             extra={"run_id": current.id, "action": "tool_failed"},
                         )
-                        outcome = "tool_failed"
+                        outcome, current = await self._end(current, "tool_failed")
                         break
-                    current = await self._answer(current, outputs)
                     continue
                 if current.done:
                     outcome = current.status
                     break
                 if not current.known:
                     await self._report_unknown(current)
-                if self._past_deadline():
-                    outcome = await self._time_out(current)
+                if self._past(current):
+                    outcome, current = await self._end(current, "timed_out")
                     break
-                with anyio.move_on_after(self._time_left()):
+                with anyio.move_on_after(self._time_left(current)):
                     current = await self.session.observe(current)
         except BaseException as exc:
-            if current is not None and not current.done and not current.calls:
-                if isinstance(exc, Exception):
-                    exc.add_note(f"while driving {current.id} ({self.session.scope})")
-                if self.cancel_on_abort:
-                    await self._abort(current, exc)
+            if current is not None and isinstance(exc, Exception):
+                exc.add_note(f"while driving {current.id} ({self.session.scope})")
+            if self._abandons(current, exc):
+                await self._abort(current, exc)
             raise
         await self.emit(self.session.finished(current, outcome, self.rounds))
         log.info(
@@ -169,25 +177,60 @@ class ProtocolLoop(Generic[ObjT]):
             rounds=self.rounds,
         )
 
-    # --- tool rounds ------------------------------------------------------------------------
+    # --- rounds -----------------------------------------------------------------------------
 
-    async def _tools(self, current: base.Observation[ObjT]) -> list[base.ToolOutput]:
+    async def _stale(self, current: base.Observation[ObjT]) -> bool:
+        """The object still shows calls whose round the server took: an old view, not a round
+        (a lagging poll, or a resumed job reading what an earlier attempt submitted)."""
+        if self.ledger is not None and current.id != self._ledger_read:
+            self._ledger_read = current.id
+            records = await self.ledger.calls(current.id)
+            self._submitted.update(cid for cid, r in records.items() if r.submitted)
+        ids = {c.id for c in current.calls} | {a.id for a in current.approvals}
+        return ids <= self._submitted
+
+    async def _round(self, current: base.Observation[ObjT]) -> base.Observation[ObjT]:
+        """Answer one round: stored outputs and decisions reused, the rest made (and saved)."""
+        records = await self.ledger.calls(current.id) if self.ledger is not None else {}
+        stored = {cid: r.output for cid, r in records.items() if r.output is not None}
+        self.rounds += 1
+        outputs = await self._tools(current, stored) if current.calls else []
+        decisions: list[base.ApprovalAnswer] = []
+        if current.approvals:
+            save = None if self.ledger is None else self._saver(current.id)
+            decisions = await self.approver.decide(
+                current.approvals,
+                obj=current.obj,
+                object_id=current.id,
+                scope=self.session.scope,
+                stored=stored,
+                save=save,
+                emit=self.emit,
+            )
+        return await self._answer(current, outputs, decisions)
+
+    def _saver(self, object_id: str) -> Callable[[str, str], Awaitable[None]]:
+        ledger = self.ledger
+        assert ledger is not None
+
+        async def save(call_id: str, output: str) -> None:
+            await ledger.save(object_id, call_id, output)
+
+        return save
+
+    async def _tools(
+        self, current: base.Observation[ObjT], stored: dict[str, str]
+    ) -> list[base.ToolOutput]:
         """Every output of the round: stored ones reused, the others run (and saved first)."""
         calls = current.calls
-        records = await self.ledger.calls(current.id) if self.ledger is not None else {}
-        answered = {cid: r.output for cid, r in records.items() if r.output is not None}
-        reused = [c.id for c in calls if c.id in answered]
+        answered = {c.id: stored[c.id] for c in calls if c.id in stored}
         todo = [c for c in calls if c.id not in answered]
         scope = self.session.scope
-        await self.emit(
-            events.ToolRoundRequested(
-                run_id=current.id, thread_id=scope, calls=calls, reused=reused
-            )
-        )
-        attempt = self.attempt
+        attempts: dict[str, int] = {}
         if todo and self.ledger is not None:
-            begun = await self.ledger.begin(current.id, [c.id for c in todo])
-            attempt = max([attempt, *begun.values()])
+            # Fenced: a job whose claim is gone starts no tool (errors.LeaseLost).
+            attempts = await self.ledger.begin(current.id, [c.id for c in todo])
+        await self.emit(self.session.requested(current, list(answered)))
 
         async def on_result(result: dispatch.ToolResult) -> None:
             if self.ledger is not None:
@@ -208,43 +251,54 @@ class ProtocolLoop(Generic[ObjT]):
             )
 
         if todo:
+            ends = [d for d in (self.deadline, current.expires_at) if d is not None]
             await dispatch.dispatch(
                 todo,
                 self.registry,
                 self.settings.tools,
                 run_id=current.id,
                 thread_id=scope,
-                deadline=self.deadline,
+                deadline=min(ends) if ends else None,
                 limiter=self.tool_limiter,
-                attempt=attempt,
+                attempt=self.attempt,
+                attempts=attempts,
                 on_result=on_result,
                 guard=self.ledger.check if self.ledger is not None else None,
             )
         return [base.ToolOutput(c.id, answered[c.id]) for c in calls]
 
     async def _answer(
-        self, current: base.Observation[ObjT], outputs: list[base.ToolOutput]
+        self,
+        current: base.Observation[ObjT],
+        outputs: list[base.ToolOutput],
+        decisions: list[base.ApprovalAnswer],
     ) -> base.Observation[ObjT]:
-        await self._confirm()
-        with anyio.fail_after(self._time_left()):
-            following = await self.session.answer(current, outputs)
-        self.rounds += 1
-        self.outputs.extend(outputs)
-        await self._record(following)
+        ids = [o.tool_call_id for o in outputs] + [d.tool_call_id for d in decisions]
         if self.ledger is not None:
-            await self.ledger.submitted(current.id, [o.tool_call_id for o in outputs])
-        log.info(
-            "submitted %d tool outputs",
-            len(outputs),
-            extra={"run_id": current.id, "action": "submitted"},
-        )
-        await self.emit(
-            events.OutputsSubmitted(
-                run_id=current.id,
-                thread_id=self.session.scope,
-                outputs=[models.ToolOutput(o.tool_call_id, o.output) for o in outputs],
-            )
-        )
+            self.ledger.check()
+
+        async def landed() -> None:
+            self._submitted.update(ids)
+            self.outputs.extend(outputs)
+            if self.ledger is not None:
+                await self.ledger.submitted(current.id, ids)
+            if outputs:
+                log.info(
+                    "submitted %d tool outputs",
+                    len(outputs),
+                    extra={"run_id": current.id, "action": "submitted"},
+                )
+                await self.emit(
+                    events.OutputsSubmitted(
+                        run_id=current.id,
+                        thread_id=self.session.scope,
+                        outputs=[models.ToolOutput(o.tool_call_id, o.output) for o in outputs],
+                    )
+                )
+
+        following = await self.session.answer(current, outputs, decisions, landed)
+        if following.id != current.id:
+            await self._record(following)
         return following
 
     # --- ends -------------------------------------------------------------------------------
@@ -272,41 +326,65 @@ class ProtocolLoop(Generic[ObjT]):
             )
         )
 
-    def _past_deadline(self) -> bool:
-        return self.deadline is not None and time.time() >= self.deadline
+    def _limit(self, current: base.Observation[ObjT]) -> float:
+        """When to give up: the caller's deadline, or the object's expiry plus a grace."""
+        ends = [d for d in (self.deadline,) if d is not None]
+        if current.expires_at is not None:
+            ends.append(current.expires_at + EXPIRY_GRACE)
+        return min(ends) if ends else float("inf")
 
-    def _time_left(self) -> float:
-        if self.deadline is None:
-            return float("inf")
-        return max(0.0, self.deadline - time.time())
+    def _past(self, current: base.Observation[ObjT]) -> bool:
+        return time.time() >= self._limit(current)
 
-    async def _time_out(self, current: base.Observation[ObjT]) -> str:
-        """Cancel ``current`` (bounded, shielded); ``timed_out`` unless it ended by itself."""
+    def _time_left(self, current: base.Observation[ObjT]) -> float:
+        return max(0.0, self._limit(current) - time.time())
+
+    async def _end(
+        self, current: base.Observation[ObjT], outcome: str
+    ) -> tuple[str, base.Observation[ObjT]]:
+        """Cancel ``current`` and follow it (bounded, shielded): ``outcome``, unless it ended
+        by itself first (then its own status)."""
         log.warning(
-            "passed the deadline in status %s; cancelling",
+            "%s in status %s; cancelling",
+            "passed the deadline" if outcome == "timed_out" else outcome,
             current.status,
             extra={"run_id": current.id, "action": "timeout"},
         )
         final = None
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.run.cancel_timeout):
-            final = await self.session.cancel(current)
-        if final is not None and final.done and final.status not in ("cancelled", "cancelling"):
-            return final.status
-        return "timed_out"
+            final = await self.session.cancel(current, wait=True)
+        if final is None:
+            return outcome, current
+        if final.done and final.status not in _CANCELLED:
+            return final.status, final
+        return outcome, final
 
-    async def _abort(self, current: base.Observation[ObjT], exc: BaseException) -> None:
+    def _abandons(self, current: base.Observation[ObjT] | None, exc: BaseException) -> bool:
+        """Driving stops early and leaves the object to be cancelled (``cancel_on_abort``;
+        the worker turns it off: another worker resumes). A pause for a human's approval
+        decision is not abandoning."""
+        if not self.cancel_on_abort or isinstance(exc, approvals.ApprovalPending):
+            return False
+        return current is None or not current.done
+
+    async def _abort(self, current: base.Observation[ObjT] | None, exc: BaseException) -> None:
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-        log.warning(
-            "driver stopped (%s); cancelling",
-            "caller cancelled" if cancelled else type(exc).__name__,
-            extra={"run_id": current.id, "action": "cancel"},
-        )
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.run.cancel_timeout):
             try:
-                await self.session.cancel(current)
+                stopped = await self.session.cancel(current, wait=False)
             except errors.OrchestratorError as cancel_exc:
                 log.warning(
                     "could not cancel: %s",
                     cancel_exc,
-                    extra={"run_id": current.id, "action": "cancel_failed"},
+                    extra={"run_id": current.id if current else None, "action": "cancel_failed"},
                 )
+                return
+        if stopped is not None:
+            # A caller going away (a service's client disconnecting) is routine.
+            log.log(
+                logging.INFO if cancelled else logging.WARNING,
+                "driver stopped (%s); cancelled %s",
+                "caller cancelled" if cancelled else type(exc).__name__,
+                stopped.id,
+                extra={"run_id": stopped.id, "action": "cancel"},
+            )

@@ -111,12 +111,11 @@ class _JobLedger:
         if not await self._store.check_claim(self._job_id, self._epoch):
             raise self._lost("the claim is no longer live")
 
-    async def outputs(self, run_id: str) -> dict[str, str]:
-        return await self._store.outputs(run_id)
+    async def calls(self, run_id: str) -> dict[str, store_base.CallRecord]:
+        return await self._store.calls(run_id)
 
-    async def submitted_calls(self, run_id: str) -> set[str]:
-        calls = await self._store.calls(run_id)
-        return {call_id for call_id, record in calls.items() if record.submitted}
+    async def record(self, run_id: str) -> None:
+        """Nothing to do: a run is recorded as it is created (``on_run``), or was already."""
 
     async def begin(self, run_id: str, tool_call_ids: Sequence[str]) -> dict[str, int]:
         self.check()

@@ -365,11 +365,11 @@ async def test_10_a_completed_run_whose_reply_cannot_be_read_is_completed(rig: R
 
 async def test_10_parallel_failures_reach_driver_callers_as_one_error(rig: Rig) -> None:
     class RefusingLedger:
-        async def outputs(self, run_id: str) -> dict[str, str]:
+        async def calls(self, run_id: str) -> dict[str, Any]:
             return {}
 
-        async def submitted_calls(self, run_id: str) -> set[str]:
-            return set()
+        async def record(self, run_id: str) -> None:
+            return None
 
         async def begin(self, run_id: str, ids: Any) -> dict[str, int]:
             return dict.fromkeys(ids, 1)
@@ -409,11 +409,11 @@ class StaleLedger:
     def _gone(self) -> errors.LeaseLost:
         return errors.LeaseLost("job j: gone", job_id="j", epoch=1)
 
-    async def outputs(self, run_id: str) -> dict[str, str]:
+    async def calls(self, run_id: str) -> dict[str, Any]:
         return {}
 
-    async def submitted_calls(self, run_id: str) -> set[str]:
-        return set()
+    async def record(self, run_id: str) -> None:
+        return None
 
     async def begin(self, run_id: str, ids: Any) -> dict[str, int]:
         raise self._gone()

@@ -5,7 +5,7 @@ streaming."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -16,6 +16,7 @@ from orchestrator import approvals, config, events, tools
 from orchestrator import orchestrator as orch_mod
 from orchestrator.emulator import Emulator
 from orchestrator.http import credentials
+from orchestrator.protocols import base
 from orchestrator.protocols.assistants import models
 from orchestrator.protocols.assistants.client import AssistantsClient
 
@@ -81,6 +82,34 @@ class MemoryLedger:
 
     async def save(self, run_id: str, tool_call_id: str, output: str) -> None:
         self.saved.setdefault((run_id, tool_call_id), output)
+
+
+async def decide(
+    approver: approvals.Approver,
+    run: models.Run,
+    ledger: MemoryLedger,
+    emit: Callable[[events.Event], Awaitable[None]],
+) -> list[base.ApprovalAnswer]:
+    """What the loop does with a run's approval round (as the session presents its calls)."""
+    calls = [
+        base.ApprovalCall(
+            id=c.id, server_label=str(c.server_label), name=str(c.name), arguments=str(c.arguments)
+        )
+        for c in run.approval_calls
+    ]
+
+    async def save(call_id: str, output: str) -> None:
+        await ledger.save(run.id, call_id, output)
+
+    return await approver.decide(
+        calls,
+        obj=run,
+        object_id=run.id,
+        scope=run.thread_id,
+        stored=await ledger.outputs(run.id),
+        save=save,
+        emit=emit,
+    )
 
 
 async def drive(
@@ -218,7 +247,7 @@ async def test_decisions_in_the_ledger_are_never_made_again() -> None:
         seen.append(event)
 
     approver = approvals.Approver(config.ApprovalsConfig(), hook)
-    answers = await approver.decide(run, ledger=ledger, emit=emit)
+    answers = await decide(approver, run, ledger, emit)
 
     assert asked == ["c2"]  # c1 was decided before (a crash, or a human): not asked again
     assert [(a.tool_call_id, a.approve) for a in answers] == [("c1", True), ("c2", False)]
@@ -239,7 +268,7 @@ async def test_wait_mode_leaves_undecided_calls_pending() -> None:
         pass
 
     with pytest.raises(approvals.ApprovalPending) as info:
-        await approver.decide(run, ledger=MemoryLedger(), emit=emit)
+        await decide(approver, run, MemoryLedger(), emit)
     assert [c.tool_call_id for c in info.value.calls] == ["c1"]
 
 

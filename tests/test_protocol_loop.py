@@ -168,6 +168,22 @@ async def test_caller_cancel_cancels_the_response(
     assert emu.responses_stats().responses == {"cancelled": 1}
 
 
+async def test_caller_cancel_during_the_create_cancels_the_response_it_made(
+    emu: Emulator, registry: tools.ToolRegistry
+) -> None:
+    """The create is applied but its answer is slow when the caller goes away: the session
+    finds the response by its client id and cancels it (nothing left running)."""
+    emu.configure(slow_delay=0.4)
+    emu.inject("slow", method="POST", path_suffix="/responses")
+    stall = json.dumps([{"stall": True}])
+    async with _orch(emu, registry) as orch:
+        with anyio.move_on_after(0.1):
+            await orch.respond(model="m", input="x", metadata={"emulator_script": stall})
+        with anyio.fail_after(5):
+            while emu.responses_stats().responses != {"cancelled": 1}:
+                await anyio.sleep(0.02)
+
+
 @pytest.mark.parametrize(
     ("round_", "outcome"),
     [({"incomplete": "max_output_tokens"}, "incomplete"), ({"fail": "server_error"}, "failed")],

@@ -3,21 +3,34 @@
 A protocol session follows one logical conversation with the server (an Assistants run; a
 chain of Responses linked by ``previous_response_id``) and offers five operations: ``open``
 (create, or adopt what the ledger recorded), ``observe`` (the next state: a poll or stream
-events), ``answer`` (one tool round's outputs), ``cancel``, and ``recover`` (find an object whose
-creation outcome is unknown, by the client-generated id in its metadata). Policy (deadlines,
-tools, the ledger, events, when to cancel) lives in the loop above it (``protocol_loop``).
+events), ``answer`` (one round's tool outputs and approval decisions), ``cancel``, and
+``recover`` (find an object whose creation outcome is unknown, by the client-generated id in
+its metadata). Policy (deadlines, tools, approvals, the ledger, when to cancel) lives in the
+loop above it (``protocol_loop``); a session reports what only it sees (status changes, stream
+fragments, steps) as events of its protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import msgspec
 
-__all__ = ["Observation", "ProtocolSession", "ToolCall", "ToolOutput"]
+__all__ = [
+    "EXPIRY_GRACE",
+    "ApprovalAnswer",
+    "ApprovalCall",
+    "Observation",
+    "ProtocolSession",
+    "ToolCall",
+    "ToolOutput",
+]
 
 ObjT = TypeVar("ObjT")
+
+#: Seconds after an object's ``expires_at`` we still wait for the server to end it itself.
+EXPIRY_GRACE: Final = 30.0
 
 
 class ToolCall(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -39,6 +52,34 @@ class ToolOutput(msgspec.Struct, frozen=True, gc=False):
     output: str
 
 
+class ApprovalCall(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A call of a server-side (MCP) tool that runs only once allowed."""
+
+    #: The id a decision answers (Foundry's tool call id, Responses' approval request id).
+    id: str
+    server_label: str
+    name: str
+    #: The call's arguments as a JSON string.
+    arguments: str = ""
+
+
+class ApprovalAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """A decision on one ``ApprovalCall``."""
+
+    tool_call_id: str
+    approve: bool
+    #: Headers for the MCP server with this call (Foundry; never stored or logged).
+    headers: dict[str, str] | None = None
+    reason: str | None = None
+
+    def __repr__(self) -> str:
+        shown = "None" if self.headers is None else "{…}"
+        return (
+            f"ApprovalAnswer(tool_call_id={self.tool_call_id!r}, approve={self.approve}, "
+            f"headers={shown}, reason={self.reason!r})"
+        )
+
+
 class Observation(msgspec.Struct, Generic[ObjT], frozen=True, kw_only=True):
     """The protocol's object as last seen, in terms the loop acts on."""
 
@@ -51,6 +92,11 @@ class Observation(msgspec.Struct, Generic[ObjT], frozen=True, kw_only=True):
     known: bool = True
     #: A tool round waiting for our outputs.
     calls: list[ToolCall] = []
+    #: MCP calls waiting for our decisions (answered in the same round as ``calls``).
+    approvals: list[ApprovalCall] = []
+    #: Unix time when the server gives the object up by itself (an Assistants run's
+    #: ``expires_at``); tools must be done by then.
+    expires_at: float | None = None
     #: Over, with nothing left to answer.
     done: bool = False
     #: The assistant's reply text, once done.
@@ -74,17 +120,30 @@ class ProtocolSession(Protocol[ObjT]):
         ...
 
     async def answer(
-        self, current: Observation[ObjT], outputs: Sequence[ToolOutput]
+        self,
+        current: Observation[ObjT],
+        outputs: Sequence[ToolOutput],
+        approvals: Sequence[ApprovalAnswer],
+        landed: Callable[[], Awaitable[None]],
     ) -> Observation[ObjT]:
-        """Send one tool round's outputs; never sends a round the server already took."""
+        """Send one round's outputs and decisions, awaiting ``landed`` as soon as the server
+        took them (before following what comes next); never sends a round twice."""
         ...
 
-    async def cancel(self, current: Observation[ObjT]) -> Observation[ObjT] | None:
-        """Ask the server to stop ``current``; its state after the request (None: unknown)."""
+    async def cancel(
+        self, current: Observation[ObjT] | None, *, wait: bool
+    ) -> Observation[ObjT] | None:
+        """Stop ``current`` (None: whatever an interrupted create may have made) and, with
+        ``wait``, follow it until it ends (the caller bounds the time); its last state (None:
+        unknown, or nothing to stop)."""
         ...
 
     async def recover(self, client_id: str) -> Observation[ObjT] | None:
         """The object created with ``client_id`` in its metadata, if the server has it."""
+        ...
+
+    def requested(self, current: Observation[ObjT], reused: Sequence[str]) -> Any:
+        """The event that reports a tool round (``reused``: ids answered from the ledger)."""
         ...
 
     def finished(self, last: Observation[ObjT], outcome: str, rounds: int) -> Any:

@@ -23,7 +23,7 @@ import anyio
 import msgspec
 from msgspec import UNSET
 
-from orchestrator import config, errors, events, run_loop
+from orchestrator import config, errors, events, polling
 from orchestrator.protocols import base
 from orchestrator.protocols.responses import client as client_mod
 from orchestrator.protocols.responses import stream, wire
@@ -42,18 +42,29 @@ Obs = base.Observation[wire.Response]
 def observation(response: wire.Response) -> Obs:
     """What the loop acts on: a completed response with function calls is a tool round."""
     calls: list[base.ToolCall] = []
+    approvals: list[base.ApprovalCall] = []
     if response.status == wire.Status.COMPLETED:
         calls = [
             base.ToolCall(id=i.call_id or "", name=i.name or "", arguments=i.arguments or "")
             for i in response.function_calls
         ]
-    done = response.is_terminal and not calls
+        approvals = [
+            base.ApprovalCall(
+                id=i.id or "",
+                server_label=i.server_label or "",
+                name=i.name or "",
+                arguments=i.arguments or "",
+            )
+            for i in response.approval_requests
+        ]
+    done = response.is_terminal and not calls and not approvals
     return base.Observation(
         obj=response,
         id=response.id,
         status=response.status or "",
         known=response.known_status is not None,
         calls=calls,
+        approvals=approvals,
         done=done,
         reply=response.text if done else None,
     )
@@ -91,8 +102,9 @@ class ResponsesSession:
         self._status: str | None = None
         self._seq: int | None = None
         self._cuts = 0
-        self._interval = settings.poll.initial_interval
-        self._hint_ms: int | None = None
+        self._poller = polling.Poller(settings.poll)
+        #: The client id of a create in flight (its response may exist: cancelled on abort).
+        self._creating: str | None = None
 
     @property
     def scope(self) -> str:
@@ -111,49 +123,59 @@ class ResponsesSession:
     async def open(self) -> Obs:
         if self.resume_id is not None:
             response = await self.client.retrieve(self.resume_id)
-            self._hint_ms = response.poll_after_ms
+            self._poller.reset(response.poll_after_ms)
             return await self._took(response.data, adopted=True)
         cid = self.client_id(None)
         if self.resumed:
             found = await self.recover(cid)
             if found is not None:
                 return found
-        response = await self.client.create(self._request(cid, self.body.input, None))
-        self._hint_ms = response.poll_after_ms
-        return await self._took(response.data, adopted=False)
+        return await self._create(cid, self.body.input, None)
 
     async def observe(self, current: Obs) -> Obs:
         if self.stream and self._cuts < MAX_CUTS:
             return await self._follow(current)
-        poll = self.settings.poll
-        await anyio.sleep(run_loop._next_poll(poll, self._interval, self._hint_ms))
+        await anyio.sleep(self._poller.delay())
         response = await self.client.retrieve(current.id)
-        self._hint_ms = response.poll_after_ms
         changed = response.data.status != self._status
-        self._interval = (
-            poll.initial_interval
-            if changed
-            else min(self._interval * poll.multiplier, poll.max_interval)
-        )
+        self._poller.seen(changed=changed, hint_ms=response.poll_after_ms)
         return await self._seen(response.data)
 
-    async def answer(self, current: Obs, outputs: Sequence[base.ToolOutput]) -> Obs:
+    async def answer(
+        self,
+        current: Obs,
+        outputs: Sequence[base.ToolOutput],
+        approvals: Sequence[base.ApprovalAnswer],
+        landed: Callable[[], Awaitable[None]],
+    ) -> Obs:
         cid = self.client_id(current.id)
+        found = None
         if self.resumed:
             # An earlier attempt may have sent this round already: never send it twice.
             found = await self.recover(cid)
-            if found is not None:
-                return found
-        items = [wire.InputItem.function_output(o.tool_call_id, o.output) for o in outputs]
-        response = await self.client.create(self._request(cid, items, current.id))
-        self._hint_ms = response.poll_after_ms
-        return await self._took(response.data, adopted=False)
+        if found is None:
+            items = [wire.InputItem.function_output(o.tool_call_id, o.output) for o in outputs]
+            items += [
+                wire.InputItem.approval(a.tool_call_id, a.approve, a.reason) for a in approvals
+            ]
+            found = await self._create(cid, items, current.id)
+        await landed()
+        return found
 
-    async def cancel(self, current: Obs) -> Obs | None:
+    async def cancel(self, current: Obs | None, *, wait: bool) -> Obs | None:
+        target = current.obj if current is not None else None
+        if (target is None or target.is_terminal) and self._creating is not None:
+            # A create was cut off in flight: its response, if the server made it, is ours.
+            target = await self.client.find(self._creating, since=self.since)
+        if target is None or target.is_terminal:
+            return None  # nothing running to stop
         try:
-            response = await self.client.cancel(current.id)
+            response = await self.client.cancel(target.id)
         except errors.BadRequestError:
-            return None  # finished already (or not cancellable): nothing to stop
+            return None  # finished meanwhile (or not cancellable): nothing to stop
+        while wait and not response.is_terminal:
+            await anyio.sleep(self._poller.delay())
+            response = (await self.client.retrieve(target.id)).data
         return await self._seen(response)
 
     async def recover(self, client_id: str) -> Obs | None:
@@ -166,6 +188,11 @@ class ResponsesSession:
             extra={"run_id": found.id, "action": "recovered", "client_id": client_id},
         )
         return await self._took(found, adopted=True)
+
+    def requested(self, current: Obs, reused: Sequence[str]) -> events.Event:
+        return events.ToolRoundRequested(
+            run_id=current.id, thread_id=self.scope, calls=current.calls, reused=list(reused)
+        )
 
     def finished(self, last: Obs, outcome: str, rounds: int) -> events.Event:
         return events.ResponseFinished(
@@ -197,6 +224,15 @@ class ResponsesSession:
             metadata=metadata,
         )
 
+    async def _create(
+        self, cid: str, input_: str | list[wire.InputItem] | msgspec.UnsetType, parent: str | None
+    ) -> Obs:
+        self._creating = cid
+        response = await self.client.create(self._request(cid, input_, parent))
+        self._creating = None
+        self._poller.hint_ms = response.poll_after_ms
+        return await self._took(response.data, adopted=False)
+
     async def _took(self, response: wire.Response, *, adopted: bool) -> Obs:
         """A new response of the chain: follow it from its start."""
         if self._scope is None:
@@ -204,7 +240,7 @@ class ResponsesSession:
         self._status = None
         self._seq = None
         self._cuts = 0
-        self._interval = self.settings.poll.initial_interval
+        self._poller.reset(self._poller.hint_ms)
         await self.emit(
             events.ResponseCreated(
                 run_id=response.id, thread_id=self.scope, response=response, adopted=adopted
