@@ -10,7 +10,7 @@ from orchestrator import logs
 
 def record(**extra: object) -> logging.LogRecord:
     rec = logging.makeLogRecord(
-        {"name": "orchestrator.protocol_loop", "levelname": "INFO", "levelno": 20, "msg": "status %s"}
+        {"name": "orchestrator.polling", "levelname": "INFO", "levelno": 20, "msg": "status %s"}
     )
     rec.args = ("queued",)
     for key, value in extra.items():
@@ -22,7 +22,7 @@ def test_json_lines_carry_message_and_extras() -> None:
     line = logs.JsonFormatter().format(record(run_id="run_1", action="status"))
     data = json.loads(line)
     assert data["message"] == "status queued"
-    assert data["logger"] == "orchestrator.protocol_loop"
+    assert data["logger"] == "orchestrator.polling"
     assert data["level"] == "INFO"
     assert data["run_id"] == "run_1"
     assert data["action"] == "status"

@@ -180,8 +180,8 @@ async def test_caller_cancel_during_the_create_cancels_the_response_it_made(
         with anyio.move_on_after(0.1):
             await orch.respond(model="m", input="x", metadata={"emulator_script": stall})
         with anyio.fail_after(5):
-            while emu.responses_stats().responses != {"cancelled": 1}:
-                await anyio.sleep(0.02)
+            while emu.responses_stats().responses != {"cancelled": 1}:  # noqa: ASYNC110
+                await anyio.sleep(0.02)  # the emulator's state, polled: no event to wait on
 
 
 @pytest.mark.parametrize(
