@@ -6,11 +6,13 @@ the thread holds a run is adopted only when that run is ours (our reference, or 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 
-from orchestrator import errors, recovery
+from orchestrator import errors, polling, recovery
 from orchestrator.http import retrying
 from orchestrator.protocols.assistants import client as client_mod
 from orchestrator.protocols.assistants import following, models
@@ -18,9 +20,60 @@ from orchestrator.protocols.assistants import following, models
 if TYPE_CHECKING:
     from orchestrator.protocols.assistants.session import AssistantsSession
 
-__all__ = ["create"]
+__all__ = ["create", "open_create"]
 
 log = logging.getLogger(__name__)
+
+
+async def open_create(session: AssistantsSession, body: models.CreateRun) -> None:
+    """Create the session's run, following ``run.if_active`` while another run holds the
+    thread (``error``: raise ``ThreadBusyError``; ``wait``; ``cancel`` it, then wait)."""
+    metadata = body.metadata if isinstance(body.metadata, dict) else None
+    ref = recovery.ref_of(metadata) or recovery.new_ref()
+    body = msgspec.structs.replace(body, metadata=recovery.tagged(metadata, ref))
+    waited: str | None = None
+    while True:
+        if session.fence is not None:
+            await session.fence.confirm()  # never start a run for a job we no longer hold
+        session.creating = (ref, time.time())
+        try:
+            await create(session, body, ref)
+            return
+        except errors.BadRequestError as exc:
+            other = session.active_run_id(exc)
+            if other is None:
+                raise
+            session.creating = None
+            if other == waited:
+                # Seen over, still refused for it (a lagging view): back off, bounded.
+                if time.time() >= session.hard_deadline():
+                    raise errors.ThreadBusyError(
+                        str(exc.message), thread_id=session.thread_id, run_id=other
+                    ) from exc
+                await anyio.sleep(
+                    polling.next_poll(session.settings.poll, 0.5, session.poller.hint_ms)
+                )
+            if session.fence is not None:
+                await session.fence.confirm()  # about to wait for, or cancel, another run
+            await _thread_busy(session, other, exc)
+            waited = other
+
+
+async def _thread_busy(session: AssistantsSession, other: str, exc: errors.BadRequestError) -> None:
+    policy = session.settings.run.if_active
+    if policy == "error":
+        raise errors.ThreadBusyError(
+            str(exc.message), thread_id=session.thread_id, run_id=other
+        ) from exc
+    log.info(
+        "thread %s has an active run; %s",
+        session.thread_id,
+        "cancelling it" if policy == "cancel" else "waiting for it",
+        extra={"run_id": other, "action": f"if_active_{policy}"},
+    )
+    if policy == "cancel":
+        await session.request_cancel(other)
+    await session.wait_terminal(other, deadline=session.deadline)
 
 
 async def create(session: AssistantsSession, body: models.CreateRun, ref: str) -> None:

@@ -16,7 +16,6 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import Final, Protocol
 
 import anyio
@@ -25,7 +24,7 @@ import msgspec
 from orchestrator import approvals, config, errors, events, polling, recovery
 from orchestrator.protocols import base
 from orchestrator.protocols.assistants import client as client_mod
-from orchestrator.protocols.assistants import following, models, opening, streaming
+from orchestrator.protocols.assistants import models, opening, submitting
 
 __all__ = ["RUN_LIFETIME", "AssistantsSession", "Fence"]
 
@@ -124,7 +123,7 @@ class AssistantsSession:
             await self.observe_run(run)
         else:
             assert self.body is not None
-            await self._open_create(self.body)
+            await opening.open_create(self, self.body)
         return await self._observation()
 
     async def observe(self, current: Obs) -> Obs:
@@ -141,7 +140,8 @@ class AssistantsSession:
         approvals_: Sequence[base.ApprovalAnswer],
         landed: Callable[[], Awaitable[None]],
     ) -> Obs:
-        await self._submit(
+        await submitting.submit(
+            self,
             current.obj,
             [models.ToolOutput(o.tool_call_id, o.output) for o in outputs],
             [_approval(a) for a in approvals_],
@@ -161,9 +161,9 @@ class AssistantsSession:
             run = found.data
         if run.is_terminal:
             return None
-        await self._request_cancel(run.id)
+        await self.request_cancel(run.id)
         if wait:
-            await self.observe_run(await self._wait_terminal(run.id, deadline=None))
+            await self.observe_run(await self.wait_terminal(run.id, deadline=None))
         return await self._observation() if self.run_ is not None else None
 
     async def recover(self, client_id: str) -> Obs | None:
@@ -306,54 +306,6 @@ class AssistantsSession:
 
     # --- creating ---------------------------------------------------------------------------
 
-    async def _open_create(self, body: models.CreateRun) -> None:
-        metadata = body.metadata if isinstance(body.metadata, dict) else None
-        ref = recovery.ref_of(metadata) or recovery.new_ref()
-        body = msgspec.structs.replace(body, metadata=recovery.tagged(metadata, ref))
-        waited: str | None = None
-        while True:
-            if self.fence is not None:
-                await self.fence.confirm()  # never start a run for a job we no longer hold
-            self.creating = (ref, time.time())
-            try:
-                await opening.create(self, body, ref)
-                return
-            except errors.BadRequestError as exc:
-                match = _ACTIVE_RUN.search(exc.message)
-                if match is None:
-                    raise
-                self.creating = None
-                other = match.group(1)
-                if other == waited:
-                    # Seen over, still refused for it (a lagging view): back off, bounded.
-                    if time.time() >= self.hard_deadline():
-                        raise errors.ThreadBusyError(
-                            str(exc.message), thread_id=self.thread_id, run_id=other
-                        ) from exc
-                    await anyio.sleep(
-                        polling.next_poll(self.settings.poll, 0.5, self.poller.hint_ms)
-                    )
-                if self.fence is not None:
-                    await self.fence.confirm()  # about to wait for, or cancel, another run
-                await self._thread_busy(other, exc)
-                waited = other
-
-    async def _thread_busy(self, other: str, exc: errors.BadRequestError) -> None:
-        policy = self.settings.run.if_active
-        if policy == "error":
-            raise errors.ThreadBusyError(
-                str(exc.message), thread_id=self.thread_id, run_id=other
-            ) from exc
-        log.info(
-            "thread %s has an active run; %s",
-            self.thread_id,
-            "cancelling it" if policy == "cancel" else "waiting for it",
-            extra={"run_id": other, "action": f"if_active_{policy}"},
-        )
-        if policy == "cancel":
-            await self._request_cancel(other)
-        await self._wait_terminal(other, deadline=self.deadline)
-
     def active_run_id(self, exc: errors.BadRequestError) -> str | None:
         """The run a create was refused for (it holds the thread), if that was the reason."""
         match = _ACTIVE_RUN.search(exc.message)
@@ -390,105 +342,9 @@ class AssistantsSession:
 
     # --- submitting -------------------------------------------------------------------------
 
-    async def _submit(
-        self,
-        run: models.Run,
-        outputs: Sequence[models.ToolOutput],
-        approvals_: Sequence[models.ToolApproval],
-        landed: Callable[[], Awaitable[None]],
-    ) -> None:
-        """Submit a round at most once: after any attempt that fails, the run itself tells
-        whether it landed (it no longer asks for exactly these calls) before another try.
-        Foundry's approval rounds go the same way with ``approvals_`` instead of outputs."""
-        ids = [o.tool_call_id for o in outputs] + [a.tool_call_id for a in approvals_]
-
-        async def moved_on() -> client_mod.Response[models.Run] | None:
-            response = await self.client.retrieve_run_response(run.thread_id, run.id)
-            return None if recovery.still_asking(response.data, ids) else response
-
-        async def refused(exc: errors.BadRequestError) -> client_mod.Response[models.Run]:
-            current = await moved_on()
-            if current is None:
-                raise exc  # refused while the run still asks for these calls: a real rejection
-            log.info(
-                "submit refused (%s); the run has moved on",
-                exc.message,
-                extra={"run_id": run.id, "action": "submit_refused"},
-            )
-            return current
-
-        async def found(response: client_mod.Response[models.Run]) -> bool:
-            if response.data.status not in _NOT_TAKEN:
-                await landed()
-            self.poller.hint_ms = response.poll_after_ms
-            await self.observe_run(response.data)
-            return True
-
-        if self.stream:
-
-            async def send_stream() -> bool:
-                self.check_claim()
-                try:
-                    with anyio.move_on_after(self.time_left()):
-                        async with self._submit_stream(run, outputs, approvals_) as stream:
-                            await landed()
-                            await following.consume(self, stream)
-                except errors.BadRequestError as exc:
-                    self.fell_back = True
-                    return await found(await refused(exc))
-                return True
-
-            async def find_stream() -> bool | None:
-                response = await moved_on()
-                if response is None:
-                    return None
-                self.fell_back = True  # the stream is lost: what follows comes by polling
-                return await found(response)
-
-            await recovery.exactly_once(
-                self.settings.retry, send_stream, find_stream, what="submit_tool_outputs"
-            )
-            return
-
-        async def send() -> bool:
-            self.check_claim()
-            try:
-                if approvals_:
-                    response = await self.client.submit_tool_approvals_response(
-                        run.thread_id, run.id, approvals_, retry=False
-                    )
-                else:
-                    response = await self.client.submit_tool_outputs_response(
-                        run.thread_id, run.id, outputs, retry=False
-                    )
-            except errors.BadRequestError as exc:
-                return await found(await refused(exc))
-            await landed()
-            self.poller.hint_ms = response.poll_after_ms
-            await self.observe_run(response.data)
-            return True
-
-        async def find() -> bool | None:
-            response = await moved_on()
-            return None if response is None else await found(response)
-
-        await recovery.exactly_once(self.settings.retry, send, find, what="submit_tool_outputs")
-
-    def _submit_stream(
-        self,
-        run: models.Run,
-        outputs: Sequence[models.ToolOutput],
-        approvals_: Sequence[models.ToolApproval],
-    ) -> AbstractAsyncContextManager[streaming.EventStream]:
-        if approvals_:
-            return self.client.submit_tool_approvals_stream(
-                run.thread_id, run.id, approvals_, retry=False
-            )
-        return self.client.submit_tool_outputs_stream(run.thread_id, run.id, outputs, retry=False)
-
     # --- cancelling, waiting, the reply -----------------------------------------------------
 
-    async def _request_cancel(self, run_id: str) -> None:
+    async def request_cancel(self, run_id: str) -> None:
         try:
             run = await self.client.cancel_run(self.thread_id, run_id)
         except errors.BadRequestError:
@@ -496,7 +352,7 @@ class AssistantsSession:
         if self.run_ is not None and run.id == self.run_.id:
             await self.observe_run(run)
 
-    async def _wait_terminal(self, run_id: str, *, deadline: float | None) -> models.Run:
+    async def wait_terminal(self, run_id: str, *, deadline: float | None) -> models.Run:
         """Poll another run (or ours, after a cancel) until it no longer holds the thread."""
         poller = polling.Poller(self.settings.poll)
         while True:
