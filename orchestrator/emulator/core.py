@@ -10,7 +10,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from orchestrator import errors
+from orchestrator import codec, errors
 from orchestrator.emulator import faults, lifecycle, replies, script, settings, state, stats
 from orchestrator.protocols.assistants import models
 
@@ -239,7 +239,7 @@ class Engine:
             expires_at=math.ceil(now + ttl),
             model=_given(body.model, assistant.model) or self.settings.model,
             instructions=instructions,
-            tools_json=models.raw_json(tools),
+            tools_json=codec.raw_json(tools),
             metadata=metadata,
             temperature=_given(body.temperature, 1.0),
             top_p=_given(body.top_p, 1.0),

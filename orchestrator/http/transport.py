@@ -16,9 +16,8 @@ import aiohttp
 import anyio
 import msgspec
 
-from orchestrator import config, errors
+from orchestrator import codec, config, errors
 from orchestrator.http import credentials, ratelimit, retrying
-from orchestrator.protocols.assistants import models
 
 __all__ = [
     "OPENAI_BASE_URL",
@@ -106,14 +105,14 @@ def excerpt(payload: bytes) -> str:
     return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
 
 
-def _error_body(payload: bytes) -> models.ErrorBody | None:
+def _error_body(payload: bytes) -> codec.ErrorBody | None:
     """The error object of an error answer; None when the body holds none we can read."""
     try:
-        body = models.decoder(models.ErrorResponse).decode(payload).error
-    except models.DECODE_FAILURES:
+        body = codec.decoder(codec.ErrorResponse).decode(payload).error
+    except codec.DECODE_FAILURES:
         try:  # some servers send the bare Error object
-            body = models.decoder(models.ErrorBody).decode(payload)
-        except models.DECODE_FAILURES:
+            body = codec.decoder(codec.ErrorBody).decode(payload)
+        except codec.DECODE_FAILURES:
             return None
     return body if body.message else None
 
@@ -124,10 +123,10 @@ def decode_body(
     """A 2xx body decoded into ``type_``; ``DecodeError`` (its cause the decoder's own error)
     for any body that does not decode, however hostile."""
     try:
-        return models.decoder(type_).decode(payload)
-    except models.DECODE_FAILURES as exc:
+        return codec.decoder(type_).decode(payload)
+    except codec.DECODE_FAILURES as exc:
         rid = f" (request {request_id})" if request_id else ""
-        why = models.describe(exc)
+        why = codec.describe(exc)
         raise errors.DecodeError(f"{endpoint}{rid}: {type_.__name__}: {why}") from exc
 
 

@@ -19,7 +19,7 @@ import aiohttp
 import msgspec
 from msgspec import UNSET
 
-from orchestrator import config, errors, recovery
+from orchestrator import codec, config, errors, recovery
 from orchestrator.http import ratelimit, transport
 from orchestrator.protocols.assistants import models
 from orchestrator.protocols.responses import stream as stream_mod
@@ -111,7 +111,7 @@ class ResponsesClient:
         """
         if body.stream is True:
             body = msgspec.structs.replace(body, stream=UNSET)
-        data = models.encode(body)
+        data = codec.encode(body)
 
         async def send() -> transport.Response[wire.Response]:
             return await self._transport.request(
@@ -183,7 +183,7 @@ class ResponsesClient:
         self, body: wire.CreateResponse
     ) -> contextlib.AbstractAsyncContextManager[stream_mod.ResponseStream]:
         """Create a response and follow its events (``async with ... as events``)."""
-        data = models.encode(msgspec.structs.replace(body, stream=True))
+        data = codec.encode(msgspec.structs.replace(body, stream=True))
         return self._stream("create_response_stream", "/responses", data, method="POST")
 
     def retrieve_stream(

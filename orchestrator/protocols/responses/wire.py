@@ -18,7 +18,7 @@ from typing import Any, Final
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from orchestrator import errors
+from orchestrator import codec, errors
 from orchestrator.protocols.assistants import models
 
 __all__ = [
@@ -300,6 +300,6 @@ class CreateResponse(Struct, kw_only=True, omit_defaults=True):
 def decode_response(data: bytes | str) -> Response:
     """A response from JSON; a bad payload raises ``DecodeError`` naming the path."""
     try:
-        return models.decoder(Response).decode(data)
+        return codec.decoder(Response).decode(data)
     except msgspec.DecodeError as exc:
         raise errors.DecodeError(f"Response: {exc}") from exc
