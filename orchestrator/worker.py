@@ -31,23 +31,22 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Collection
 from typing import Final
 
 import anyio
-import msgspec
 
 from orchestrator import (
     approvals,
+    claims,
     config,
     driver,
     errors,
     events,
     health,
     metrics,
-    recovery,
     response_jobs,
+    run_jobs,
     tools,
 )
 from orchestrator.protocols.assistants import client as client_mod
@@ -61,78 +60,12 @@ __all__ = ["JOB_METADATA_KEY", "Worker"]
 log = logging.getLogger(__name__)
 
 #: Run metadata key that ties a run to the job that created it.
-JOB_METADATA_KEY: Final = "orchestrator_job"
+JOB_METADATA_KEY: Final = run_jobs.JOB_METADATA_KEY
 #: A store failing to claim for this many lease periods in a row stops the worker: by then every
 #: lease it held has lapsed, and waiting longer only fills the log (a corrupt file stays corrupt).
 _STORE_PATIENCE_LEASES: Final = 4
 #: Longest pause between claims while the store keeps failing (the pause doubles up to it).
 _STORE_RETRY_CAP: Final = 5.0
-
-
-@dataclass(eq=False)
-class _InFlight:
-    """A job being driven by this worker."""
-
-    job: store_base.Job
-    #: ``time.monotonic()`` by which the lease must have been renewed, or the claim is gone.
-    lease_deadline: float
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    #: Inside a tool round (tools running or outputs not yet submitted): let it finish on drain.
-    in_round: bool = False
-    round_done: anyio.Event = field(default_factory=anyio.Event)
-    released: bool = False
-    #: The job's run as last seen (cancelled when the job ends failed).
-    run: models.Run | None = None
-
-
-class _JobLedger:
-    """The store's ledger seen through one claim: its epoch fences every write, and its lease
-    deadline guards every side effect."""
-
-    def __init__(self, store: store_base.JobStore, entry: _InFlight) -> None:
-        self._store = store
-        self._entry = entry
-        self._job_id = entry.job.id
-        self._epoch = entry.job.epoch
-
-    def _lost(self, why: str) -> errors.LeaseLost:
-        return errors.LeaseLost(
-            f"job {self._job_id}: {why} (epoch {self._epoch})",
-            job_id=self._job_id,
-            epoch=self._epoch,
-        )
-
-    def check(self) -> None:
-        if time.monotonic() >= self._entry.lease_deadline:
-            raise self._lost("the lease was not renewed in time")
-
-    async def confirm(self) -> None:
-        self.check()
-        if not await self._store.check_claim(self._job_id, self._epoch):
-            raise self._lost("the claim is no longer live")
-
-    async def calls(self, run_id: str) -> dict[str, store_base.CallRecord]:
-        return await self._store.calls(run_id)
-
-    async def record(self, run_id: str) -> None:
-        """Nothing to do: a run is recorded as it is created (``on_run``), or was already."""
-
-    async def begin(self, run_id: str, tool_call_ids: Sequence[str]) -> dict[str, int]:
-        self.check()
-        entry = self._entry
-        entry.in_round = True
-        entry.round_done = anyio.Event()
-        return await self._store.begin_calls(self._job_id, self._epoch, run_id, tool_call_ids)
-
-    async def save(self, run_id: str, tool_call_id: str, output: str) -> None:
-        await self._store.save_output(self._job_id, self._epoch, run_id, tool_call_id, output)
-
-    async def submitted(self, run_id: str, tool_call_ids: Sequence[str]) -> None:
-        try:
-            await self._store.mark_submitted(self._job_id, self._epoch, run_id, tool_call_ids)
-        finally:
-            self._entry.in_round = False
-            self._entry.round_done.set()
 
 
 class Worker:
@@ -164,7 +97,7 @@ class Worker:
         self.subscribers.add(self.metrics.observe)
         if handler is not None:
             self.subscribers.add(handler)
-        self._in_flight: dict[str, _InFlight] = {}
+        self._in_flight: dict[str, claims.InFlight] = {}
         self._stopping = anyio.Event()
         self._slot_free = anyio.Event()
         self._stop_requests = 0
@@ -272,7 +205,7 @@ class Worker:
                         job.attempts,
                         extra={"job_id": job.id, "action": "takeover"},
                     )
-                entry = _InFlight(job, lease_deadline=claimed_at + wcfg.lease_seconds)
+                entry = claims.InFlight(job, lease_deadline=claimed_at + wcfg.lease_seconds)
                 self._in_flight[job.id] = entry
                 tg.start_soon(self._execute, entry, name=f"job {job.id}")
                 continue
@@ -349,7 +282,7 @@ class Worker:
 
     # --- one job ---------------------------------------------------------------------------
 
-    async def _execute(self, entry: _InFlight) -> None:
+    async def _execute(self, entry: claims.InFlight) -> None:
         job = entry.job
         if self.metrics.enabled:
             self.metrics.runs_in_flight.inc()
@@ -381,11 +314,11 @@ class Worker:
             self._in_flight.pop(job.id, None)
             self._slot_free.set()
 
-    async def _drive_job(self, entry: _InFlight) -> None:
+    async def _drive_job(self, entry: claims.InFlight) -> None:
         job = entry.job
         store = self.store
         await store.append_history(job.id, job.epoch, f"worker {self.worker_id} started")
-        ledger = _JobLedger(store, entry)
+        ledger = claims.JobLedger(store, entry)
 
         async def emit(event: events.Event) -> None:
             match event:
@@ -406,124 +339,40 @@ class Worker:
 
         spec = job.spec
         if isinstance(spec, store_base.ResponseJob):
-            await self._drive_response_job(job, spec, ledger, emit)
-            return
-        if isinstance(spec, store_base.AdoptJob):
-            result = await self.driver.adopt(
-                spec.thread_id, spec.run_id, emit=emit, ledger=ledger, attempt=job.attempts
+            if self.responses is None:
+                raise errors.ConfigError("a response job needs the worker's Responses client")
+            state, result = await response_jobs.drive(
+                job,
+                spec,
+                store=store,
+                client=self.responses,
+                registry=self.registry,
+                settings=self.settings,
+                claim=ledger,
+                emit=emit,
+                tool_limiter=self.driver.tool_limiter,
             )
+            run_id = None
         else:
-            result = await self._create_or_resume(job, spec, emit, ledger)
-        state = store_base.JobState.SUCCEEDED if result.ok else store_base.JobState.FAILED
-        last_error = result.run.last_error.message if result.run.last_error else None
-        if last_error is None and not result.ok:
-            last_error = result.outcome
-        # Every call this job's run answered, in this attempt or an earlier one.
-        answered = len(await store.outputs(result.run.id))
-        await store.complete(
-            job.id,
-            job.epoch,
-            state,
-            store_base.JobResult(
-                status=result.outcome,
-                last_error=last_error,
-                reply=result.reply,
-                tool_calls=max(answered, len(result.outputs)),
-            ),
-        )
+            state, result, run_id = await run_jobs.drive(
+                job,
+                spec,
+                store=store,
+                runs=self.driver,
+                tool_check=self.tool_check,
+                ledger=ledger,
+                emit=emit,
+                orphaned=self._orphaned,
+            )
+        await store.complete(job.id, job.epoch, state, result)
         log.info(
             "job %s: %s",
             state,
-            result.outcome,
-            extra={"job_id": job.id, "run_id": result.run.id, "action": "job_done"},
+            result.status,
+            extra={"job_id": job.id, "run_id": run_id, "action": "job_done"},
         )
 
-    async def _drive_response_job(
-        self,
-        job: store_base.Job,
-        spec: store_base.ResponseJob,
-        ledger: _JobLedger,
-        emit: driver.Emit,
-    ) -> None:
-        if self.responses is None:
-            raise errors.ConfigError("a response job needs the worker's Responses client")
-        state, result = await response_jobs.drive(
-            job,
-            spec,
-            store=self.store,
-            client=self.responses,
-            registry=self.registry,
-            settings=self.settings,
-            claim=ledger,
-            emit=emit,
-            tool_limiter=self.driver.tool_limiter,
-        )
-        await self.store.complete(job.id, job.epoch, state, result)
-        log.info("job %s: %s", state, result.status, extra={"job_id": job.id, "action": "job_done"})
-
-    async def _create_or_resume(
-        self,
-        job: store_base.Job,
-        spec: store_base.CreateJob,
-        emit: driver.Emit,
-        ledger: _JobLedger,
-    ) -> driver.RunResult:
-        store = self.store
-        thread_id = job.thread_id or spec.thread_id
-        if thread_id is None:
-            thread = await self.driver.create_thread(
-                messages=list(spec.messages), metadata={JOB_METADATA_KEY: job.id}
-            )
-            thread_id = thread.id
-            await store.record_thread(job.id, job.epoch, thread_id)
-        run_id = job.run_id or await self._find_run(thread_id, job.id, job.created_at)
-        if run_id is not None:
-            if job.run_id is None:
-                await store.record_run(job.id, job.epoch, run_id)
-            await store.append_history(job.id, job.epoch, f"resuming run {run_id}")
-            return await self.driver.adopt(
-                thread_id, run_id, emit=emit, ledger=ledger, attempt=job.attempts
-            )
-        body = spec.run_request()
-        await self.tool_check.check(self.client, spec.assistant_id, body.tools)
-        metadata = dict(body.metadata or {}) if body.metadata is not msgspec.UNSET else {}
-        metadata[JOB_METADATA_KEY] = job.id
-        body = msgspec.structs.replace(body, metadata=metadata)
-
-        recorded: set[str | None] = {job.run_id}
-
-        async def record(run: models.Run) -> None:
-            try:
-                await store.record_run(job.id, job.epoch, run.id)
-            except BaseException as exc:  # the claim lost, or the job stopped meanwhile
-                if isinstance(exc, errors.LeaseLost | anyio.get_cancelled_exc_class()):
-                    await self._orphaned(job, run, recorded)
-                raise
-            recorded.add(run.id)
-
-        def owns(run: models.Run) -> bool:
-            return (run.metadata or {}).get(JOB_METADATA_KEY) == job.id
-
-        return await self.driver.create(
-            thread_id,
-            body,
-            emit=emit,
-            ledger=ledger,
-            on_run=record,
-            attempt=job.attempts,
-            owns=owns,
-        )
-
-    async def _find_run(self, thread_id: str, job_id: str, since: float) -> str | None:
-        """A run this job created before a crash cut it off from recording it."""
-        async for run in self.client.iter_runs(thread_id, order="desc"):
-            if run.metadata and run.metadata.get(JOB_METADATA_KEY) == job_id:
-                return run.id
-            if run.created_at < since - recovery.CLOCK_SKEW:
-                break  # newest first: older runs cannot be this job's
-        return None
-
-    async def _on_error(self, entry: _InFlight, exc: Exception) -> None:
+    async def _on_error(self, entry: claims.InFlight, exc: Exception) -> None:
         job = entry.job
         entry.released = True
         with anyio.CancelScope(shield=True):
@@ -570,7 +419,9 @@ class Worker:
                 anyio.move_on_after(self.settings.run.cancel_timeout),
             ):
                 try:
-                    run_id = await self._find_run(job.thread_id, job.id, job.created_at)
+                    run_id = await run_jobs.find_run(
+                        self.client, job.thread_id, job.id, job.created_at
+                    )
                 except errors.OrchestratorError as exc:
                     log.warning(
                         "could not look for the job's run: %s", exc, extra={"job_id": job.id}
@@ -625,7 +476,7 @@ class Worker:
             except errors.StoreError as exc:
                 log.warning("could not record %r: %s", message, exc, extra={"job_id": job.id})
 
-    async def _release(self, entry: _InFlight) -> None:
+    async def _release(self, entry: claims.InFlight) -> None:
         """Give the job back so another worker (or this one) takes it at once."""
         entry.released = True
         job = entry.job

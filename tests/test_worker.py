@@ -28,7 +28,7 @@ import pytest
 from prometheus_client import parser
 from worker_tools import lab
 
-from orchestrator import cli, errors, metrics, worker
+from orchestrator import cli, errors, metrics, run_jobs, worker
 from orchestrator.emulator import Emulator
 from orchestrator.protocols.assistants import models
 from orchestrator.store import AdoptJob, CreateJob, JobState, SqliteStore
@@ -652,7 +652,7 @@ async def test_the_new_owner_drives_the_run_a_lost_claim_made_after_it_looked(
         await st.record_thread(job_id, ghost.epoch, thread.id)
         stale = worker.Worker(cfg, st, c, t.registry, worker_id="stale")
         owner = worker.Worker(cfg, st, c, t.registry, worker_id="owner")
-        look = owner._find_run
+        look = run_jobs.find_run
         late: list[models.Run] = []
 
         async def look_then_the_stale_create_lands(*args: Any) -> str | None:
@@ -667,7 +667,7 @@ async def test_the_new_owner_drives_the_run_a_lost_claim_made_after_it_looked(
             await stale._orphaned(ghost, late[0], {None})  # what its record() does then
             return found
 
-        monkeypatch.setattr(owner, "_find_run", look_then_the_stale_create_lands)
+        monkeypatch.setattr(run_jobs, "find_run", look_then_the_stale_create_lands)
         await run_until_idle(owner)
         job = await st.get(job_id)
         runs = (await c.list_runs(thread.id)).data
