@@ -32,6 +32,8 @@ class InFlight:
     released: bool = False
     #: The job's run as last seen (cancelled when the job ends failed).
     run: models.Run | None = None
+    #: A Responses job: the id of its chain's latest response (likewise).
+    response_id: str | None = None
 
 
 class JobLedger:

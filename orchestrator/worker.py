@@ -330,6 +330,8 @@ class Worker:
                     entry.run = run
                     entry.in_round = False
                     entry.round_done.set()
+                case events.ResponseCreated(response=response):
+                    entry.response_id = response.id
                 case events.ResponseFinished():
                     entry.in_round = False
                     entry.round_done.set()
@@ -402,6 +404,8 @@ class Worker:
                 return
             if entry.run is not None:
                 await self._cancel_run(job, entry.run.thread_id, entry.run.id)
+            if entry.response_id is not None:
+                await self._cancel_response(job, entry.response_id)
 
     async def _gave_up(self, job: store_base.Job) -> None:
         """``claim`` ended a job out of attempts: cancel the run it may have left active."""
@@ -410,6 +414,10 @@ class Worker:
             job.id,
             extra={"job_id": job.id, "action": "job_failed"},
         )
+        if isinstance(job.spec, store_base.ResponseJob):
+            if job.run_id is not None:
+                await self._cancel_response(job, job.run_id)
+            return
         if job.thread_id is None:
             return
         run_id = job.run_id
@@ -451,23 +459,44 @@ class Worker:
 
     async def _cancel_run(self, job: store_base.Job, thread_id: str, run_id: str) -> None:
         """Cancel a job's run so that it does not hold its thread (shielded, time-bounded)."""
+
+        async def cancel() -> str:
+            return (await self.client.cancel_run(thread_id, run_id)).status
+
+        await self._cancel(job, f"run {run_id}", cancel)
+
+    async def _cancel_response(self, job: store_base.Job, response_id: str) -> None:
+        """Cancel a Responses job's latest response (shielded, time-bounded)."""
+        responses = self.responses
+        if responses is None:
+            return
+
+        async def cancel() -> str:
+            return (await responses.cancel(response_id)).status or "?"
+
+        await self._cancel(job, f"response {response_id}", cancel)
+
+    async def _cancel(
+        self, job: store_base.Job, what: str, cancel: Callable[[], Awaitable[str]]
+    ) -> None:
         with (
             anyio.CancelScope(shield=True),
             anyio.move_on_after(self.settings.run.cancel_timeout),
         ):
             try:
-                run = await self.client.cancel_run(thread_id, run_id)
+                status = await cancel()
             except errors.BadRequestError:
                 return  # already over
             except errors.OrchestratorError as exc:
-                log.warning("could not cancel run %s: %s", run_id, exc, extra={"job_id": job.id})
+                log.warning("could not cancel %s: %s", what, exc, extra={"job_id": job.id})
                 return
             log.info(
-                "cancelled the job's run (%s)",
-                run.status,
-                extra={"job_id": job.id, "run_id": run_id, "action": "cancel"},
+                "cancelled the job's %s (%s)",
+                what,
+                status,
+                extra={"job_id": job.id, "run_id": what.rsplit(maxsplit=1)[-1], "action": "cancel"},
             )
-            await self._note(job, f"run {run_id} cancelled")
+            await self._note(job, f"{what} cancelled")
 
     async def _note(self, job: store_base.Job, message: str) -> None:
         with anyio.CancelScope(shield=True):

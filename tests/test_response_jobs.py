@@ -177,3 +177,26 @@ def test_wire_tool_from_a_registry_definition() -> None:
     assert tool.type == "function"
     assert tool.name == "effect"
     assert isinstance(tool.parameters, dict)
+
+
+async def test_a_job_out_of_attempts_cancels_the_response_it_left_running(
+    emu: Emulator, db: Path
+) -> None:
+    """Its last worker died while the chain's response ran: the claim that finds the job out of
+    attempts ends it failed and cancels that response (it would run on for nobody)."""
+    cfg, t = lab.settings(db, emu.base_url, max_attempts=1), lab.Lab()
+    stall = json.dumps([{"stall": True}])
+    async with lab.client(cfg) as c, responses(cfg) as r, SqliteStore(db) as st:
+        job_id = await st.enqueue(response_job(stall))
+        ghost = await lab.ghost_claim(st, job_id)
+        body = wire.CreateResponse(
+            model="m", input="go", background=True, metadata={"emulator_script": stall}
+        )
+        left = (await r.create(body)).data
+        await st.record_run(job_id, ghost.epoch, left.id)
+        await run_until_idle(worker.Worker(cfg, st, c, t.registry, responses=r))
+        job = await st.get(job_id)
+        after = (await r.retrieve(left.id)).data
+    assert job is not None
+    assert job.state is JobState.FAILED
+    assert after.status == "cancelled"

@@ -700,3 +700,28 @@ async def test_a_run_whose_recording_was_cut_off_by_a_stop_is_kept(emu: Emulator
         after = await c.retrieve_run(thread.id, run.id)
     assert not after.is_terminal
     assert after.status not in {"cancelling", "cancelled"}
+
+
+async def test_a_job_out_of_attempts_cancels_the_run_it_left_holding_its_thread(
+    emu: Emulator, db: Path
+) -> None:
+    """Its last worker died after creating the run, before recording it: the claim that finds
+    the job out of attempts ends it failed, finds the run by the job's id and cancels it."""
+    cfg, t = lab.settings(db, emu.base_url, max_attempts=1), lab.Lab()
+    stall = json.dumps([{"stall": True}])
+    async with lab.client(cfg) as c, SqliteStore(db) as st:
+        asst = await assistant(c)
+        job_id = await st.enqueue(lab.job(asst, stall))
+        ghost = await lab.ghost_claim(st, job_id)
+        thread = await c.create_thread()
+        await st.record_thread(job_id, ghost.epoch, thread.id)
+        body = models.CreateRun(
+            assistant_id=asst, metadata={lab.JOB_KEY: job_id, "emulator_script": stall}
+        )
+        left = await c.create_run(thread.id, body)
+        await run_until_idle(worker.Worker(cfg, st, c, t.registry))
+        job = await st.get(job_id)
+        after = await c.retrieve_run(thread.id, left.id)
+    assert job is not None
+    assert job.state is JobState.FAILED
+    assert after.status in ("cancelling", "cancelled")
