@@ -702,7 +702,7 @@ async def test_a_run_whose_recording_was_cut_off_by_a_stop_is_kept(emu: Emulator
     assert after.status not in {"cancelling", "cancelled"}
 
 
-async def test_a_job_out_of_attempts_cancels_the_run_it_left_holding_its_thread(
+async def test_a_job_out_of_attempts_finds_and_cancels_a_run_it_never_recorded(
     emu: Emulator, db: Path
 ) -> None:
     """Its last worker died after creating the run, before recording it: the claim that finds
