@@ -74,7 +74,8 @@ class Emulator:
         return self._engine.stats()
 
     def responses_stats(self) -> responses_objects.ResponsesStats:
-        """Responses by status and tool outputs received (as ``GET /_emulator/responses``)."""
+        """Responses by status, tool outputs and MCP approval answers received (as ``GET
+        /_emulator/responses``)."""
         if self._runner is None:
             return responses_objects.ResponsesStats()
         return self._runner.app[responses_app.RESPONSES].stats()
