@@ -7,8 +7,8 @@ import json
 import random
 from collections.abc import AsyncIterator
 
-import anyio
 import pytest
+from responses_support import until_done as _until_done
 
 from orchestrator import config, errors
 from orchestrator.emulator import Emulator
@@ -34,15 +34,6 @@ def _client(emu: Emulator, attempts: int = 3) -> client_mod.ResponsesClient:
     api = config.ApiConfig(base_url=emu.base_url, timeout=5.0)
     retry = config.RetryConfig(attempts=attempts, initial_backoff=0.01, max_backoff=0.02)
     return client_mod.ResponsesClient(api, retry, api_key="k")
-
-
-async def _until_done(c: client_mod.ResponsesClient, response_id: str) -> wire.Response:
-    with anyio.fail_after(5):
-        while True:
-            r = (await c.retrieve(response_id)).data
-            if r.is_terminal:
-                return r
-            await anyio.sleep(0.01)
 
 
 async def test_background_create_poll_and_function_call_round(emu: Emulator) -> None:

@@ -8,10 +8,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import pytest
 from openai import AsyncOpenAI
-from openai.types.responses import Response
+from responses_support import sdk_poll as _poll
 
 from orchestrator.emulator import Emulator
 
@@ -37,15 +36,6 @@ async def client() -> AsyncIterator[AsyncOpenAI]:
         AsyncOpenAI(base_url=emu.base_url, api_key="x", max_retries=0) as c,
     ):
         yield c
-
-
-async def _poll(client: AsyncOpenAI, response: Response) -> Response:
-    """The SDK docs' background loop: retrieve while queued or in progress."""
-    with anyio.fail_after(5):
-        while response.status in ("queued", "in_progress"):
-            await anyio.sleep(0.01)
-            response = await client.responses.retrieve(response.id)
-    return response
 
 
 async def test_sdk_background_polling_and_function_call_rounds(client: AsyncOpenAI) -> None:

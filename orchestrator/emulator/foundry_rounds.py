@@ -140,7 +140,7 @@ def submit_approvals(rs: state.RunState, now: float, decisions: dict[str, bool])
     for call in (step.step_details.tool_calls or []) if step and step.step_details else []:
         name = call.name or "mcp"
         allowed = decisions.get(call.id, False)
-        result = f'{{"{name}": "ran on {call.server_label}"}}' if allowed else "denied by the user"
+        result = script.mcp_output(name, call.server_label) if allowed else script.MCP_DENIED
         call.output = result
         outputs[call.id] = result
         rs.outputs.append((name, result))  # the closing message quotes them

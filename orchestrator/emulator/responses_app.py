@@ -18,6 +18,7 @@ from aiohttp import web
 
 from orchestrator.emulator import gate, replies, state
 from orchestrator.emulator import responses_engine as engine_mod
+from orchestrator.emulator import responses_objects as objects
 from orchestrator.protocols.assistants import models
 
 __all__ = ["RESPONSES", "ROUTES", "install"]
@@ -42,7 +43,7 @@ def _answer(request: web.Request, rs: engine_mod.ResponseState) -> web.Response:
 async def create_response(request: web.Request) -> web.StreamResponse:
     from orchestrator.emulator import app as app_mod  # the shared body reader
 
-    body = await app_mod._body(request, engine_mod.CreateBody)
+    body = await app_mod._body(request, objects.CreateBody)
     rs = _engine(request).create(body)
     # A POST whose answer will be lost to a fault is answered as JSON, then replaced.
     if body.stream is True and gate.AFTER_FAULT not in request:
@@ -90,7 +91,7 @@ async def list_responses(request: web.Request) -> web.StreamResponse:
         raise replies.ApiError(400, exc.message, param=exc.param) from None
     objs = [rs.obj for rs in data]
     return replies.json_response(
-        models.ListResponse[engine_mod.ResponseObject](
+        models.ListResponse[objects.ResponseObject](
             data=objs,
             first_id=objs[0].id if objs else None,
             last_id=objs[-1].id if objs else None,

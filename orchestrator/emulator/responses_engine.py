@@ -1,11 +1,13 @@
 """The emulator's ``/responses``: background responses moved on by time, scripted like runs.
 
 A background response is ``queued`` for ``queue_delay``, ``in_progress`` for ``think_delay``
-(or its round's ``think_ms``), then reaches its round's outcome: ``function_call`` items, a
-message, ``failed``, ``incomplete``, or a stall. A foreground response is answered finished.
+(or its round's ``think_ms``), then reaches its round's outcome: ``function_call`` items,
+``mcp_approval_request`` items (``responses_mcp``), a message, ``failed``, ``incomplete``, or a
+stall. A foreground response is answered finished.
 A chain of responses linked by ``previous_response_id`` walks one script (the ``emulator_script``
 metadata of its first response, else every function tool once, then a message quoting the
-outputs); a continuation must answer every function call of the response it continues.
+outputs); a continuation must answer every function call and approval request of the response
+it continues.
 
 Every change appends SSE frames with increasing ``sequence_number`` to the response's event log;
 streams replay that log (from ``starting_after``) and follow it.
@@ -20,85 +22,28 @@ from collections import Counter
 from typing import Any, Final
 
 import msgspec
-from msgspec import UNSET, Struct
+from msgspec import UNSET
 
-from orchestrator.emulator import core, lifecycle, replies, script, state
+from orchestrator.emulator import core, lifecycle, replies, responses_mcp, script, state
+from orchestrator.emulator import responses_objects as objects
 from orchestrator.protocols.assistants import models
 from orchestrator.protocols.responses import wire
 
-__all__ = ["CreateBody", "ResponseObject", "ResponseState", "ResponsesEngine", "ResponsesStats"]
+__all__ = ["ResponseState", "ResponsesEngine"]
 
 _TEXT_CHUNK: Final = 24
-
-
-class CreateBody(wire.CreateResponse, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
-    """Strict body of create-response (the API refuses unknown parameters)."""
-
-
-class _TokenDetails(Struct, gc=False):
-    cached_tokens: int = 0
-
-
-class _OutputDetails(Struct, gc=False):
-    reasoning_tokens: int = 0
-
-
-class FullUsage(Struct, gc=False):
-    """``usage`` with the detail objects the SDK's model requires."""
-
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-    input_tokens_details: _TokenDetails = msgspec.field(default_factory=_TokenDetails)
-    output_tokens_details: _OutputDetails = msgspec.field(default_factory=_OutputDetails)
-
-
-class ResponseObject(Struct, kw_only=True):
-    """The whole response object as the emulator serves it."""
-
-    id: str
-    object: str = "response"
-    created_at: int
-    status: str
-    background: bool = False
-    error: wire.ResponseError | None = None
-    incomplete_details: wire.IncompleteDetails | None = None
-    instructions: str | None = None
-    max_output_tokens: int | None = None
-    model: str
-    output: list[wire.OutputItem] = []
-    parallel_tool_calls: bool = True
-    previous_response_id: str | None = None
-    metadata: dict[str, str] = {}
-    temperature: float | None = 1.0
-    top_p: float | None = 1.0
-    tool_choice: Any = "auto"
-    tools: list[wire.Tool] = []
-    store: bool = True
-    truncation: str = "disabled"
-    text: Any = msgspec.field(default_factory=lambda: {"format": {"type": "text"}})
-    usage: FullUsage | None = None
-    completed_at: int | None = None
-
-
-class ResponsesStats(Struct, kw_only=True):
-    """``GET /_emulator/responses``: responses by status and how often each call was answered."""
-
-    responses: dict[str, int] = {}
-    #: function_call_output items accepted, in total.
-    outputs_received: int = 0
-    #: Answers beyond the first to one call id (a tool round sent twice).
-    duplicate_outputs: int = 0
 
 
 class ResponseState:
     """A response's wire object plus its script position and event log."""
 
     __slots__ = (
+        "asked",
         "events",
         "names",
         "obj",
         "outputs",
+        "pending",
         "round",
         "said",
         "script",
@@ -107,7 +52,7 @@ class ResponseState:
     )
 
     def __init__(
-        self, obj: ResponseObject, rounds: tuple[script.Round, ...], index: int, now: float
+        self, obj: objects.ResponseObject, rounds: tuple[script.Round, ...], index: int, now: float
     ) -> None:
         self.obj = obj
         self.script = rounds
@@ -117,6 +62,10 @@ class ResponseState:
         self.events: list[tuple[int, bytes]] = []
         #: call_id -> function name of this response's function calls.
         self.names: dict[str, str] = {}
+        #: id -> this response's approval requests.
+        self.asked: dict[str, wire.OutputItem] = {}
+        #: ``mcp_call`` items of the approvals this response carries, run when it finishes.
+        self.pending: list[wire.OutputItem] = []
         #: (function name, output) of every output the chain has received.
         self.outputs: list[tuple[str, str]] = []
         self.said: str | None = None
@@ -141,20 +90,26 @@ class ResponsesEngine:
         self.engine = engine
         self.items: dict[str, ResponseState] = {}
         self.answers: Counter[str] = Counter()
+        self.approvals = responses_mcp.Approvals()
 
     def reset(self) -> None:
         """Forget every response."""
         self.items.clear()
         self.answers.clear()
+        self.approvals.clear()
 
-    def stats(self) -> ResponsesStats:
+    def stats(self) -> objects.ResponsesStats:
         """Counts as of now."""
         now = time.time()
         by_status = Counter(self.advance(rs, now).obj.status for rs in self.items.values())
-        return ResponsesStats(
+        approvals = self.approvals.snapshot()
+        return objects.ResponsesStats(
             responses=dict(by_status),
             outputs_received=sum(self.answers.values()),
             duplicate_outputs=sum(n - 1 for n in self.answers.values() if n > 1),
+            approvals_received=sum(t.answers for t in approvals.values()),
+            duplicate_approvals=sum(t.answers - 1 for t in approvals.values() if t.answers > 1),
+            approvals=approvals,
         )
 
     def get(self, response_id: str) -> ResponseState:
@@ -171,7 +126,7 @@ class ResponsesEngine:
 
     # --- creating ---------------------------------------------------------------------------
 
-    def create(self, body: CreateBody) -> ResponseState:
+    def create(self, body: objects.CreateBody) -> ResponseState:
         """A new response (background: queued; else finished before it is answered)."""
         if body.model is UNSET and body.agent is UNSET and body.previous_response_id is UNSET:
             raise replies.ApiError(400, "Missing required parameter: 'model'.", param="model")
@@ -180,7 +135,9 @@ class ResponsesEngine:
         if body.previous_response_id is not UNSET:
             parent = self._parent(body.previous_response_id)
         items = [body.input] if isinstance(body.input, str) else list(body.input or [])
+        decisions = responses_mcp.decide(parent.asked if parent else {}, items)
         answers = self._answers(parent, items)
+        self.approvals.answered(decisions)
         metadata = dict(body.metadata) if body.metadata is not UNSET else {}
         tools = list(body.tools) if body.tools is not UNSET else []
         if parent is not None:
@@ -190,7 +147,7 @@ class ResponsesEngine:
         model = body.model if isinstance(body.model, str) else ""
         if not model and body.agent is not UNSET:
             model = body.agent.name
-        obj = ResponseObject(
+        obj = objects.ResponseObject(
             id=state.new_id("resp_"),
             created_at=int(now),
             status="queued",
@@ -206,7 +163,8 @@ class ResponsesEngine:
             store=body.store is not False,
         )
         rs = ResponseState(obj, rounds, index, now)
-        rs.outputs = (parent.outputs if parent else []) + answers
+        rs.outputs = (parent.outputs if parent else []) + answers + responses_mcp.quoted(decisions)
+        rs.pending = responses_mcp.executed(decisions)
         rs.said = parent.said if parent else _said(items)
         self.items[obj.id] = rs
         rs.emit("response.created", response=obj)
@@ -256,7 +214,7 @@ class ResponsesEngine:
         return [(names[c], out) for c, out in given.items()]
 
     def _script(
-        self, metadata: dict[str, str], tools: list[wire.Tool], body: CreateBody
+        self, metadata: dict[str, str], tools: list[wire.Tool], body: objects.CreateBody
     ) -> tuple[script.Round, ...]:
         text = metadata.get(script.SCRIPT_KEY)
         if text is not None:
@@ -300,6 +258,7 @@ class ResponsesEngine:
                 think = current.think if current.think is not None else s.think_delay
                 if current.kind == "stall" or now < rs.since + think:
                     break
+                rs.since = min(rs.since + think, time.time())  # a round run at once goes on
                 self._finish(rs, current)
             else:
                 break
@@ -318,7 +277,20 @@ class ResponsesEngine:
     def _finish(self, rs: ResponseState, current: script.Round) -> None:
         obj = rs.obj
         now = int(time.time())
-        if current.kind == "tool_calls":
+        for item in rs.pending:
+            self._add_item(rs, item)
+        rs.pending = []
+        if current.kind == "approval":
+            requests, ran = responses_mcp.split_round(current, obj.tools)
+            for item in ran + requests:
+                self._add_item(rs, item)
+            rs.outputs = rs.outputs + [(i.name or "", str(i.output)) for i in ran]
+            rs.asked = {i.id: i for i in requests if i.id is not None}
+            self.approvals.asked(requests)
+            if not requests:  # nothing to approve: the service goes on to the next round
+                rs.round += 1
+                return
+        elif current.kind == "tool_calls":
             for name, arguments in current.calls:
                 call_id = state.new_id("call_")
                 rs.names[call_id] = name
@@ -353,22 +325,22 @@ class ResponsesEngine:
                 rs.emit("response.incomplete", response=obj)
                 return
         words = sum(len((i.arguments or i.text).split()) for i in obj.output)
-        obj.usage = FullUsage(input_tokens=12, output_tokens=words, total_tokens=12 + words)
+        obj.usage = objects.FullUsage(input_tokens=12, output_tokens=words, total_tokens=12 + words)
         obj.status = "completed"
         obj.completed_at = now
         rs.emit("response.completed", response=obj)
 
     def _add_item(self, rs: ResponseState, item: wire.OutputItem) -> None:
         index = len(rs.obj.output)
-        added = msgspec.structs.replace(item, status="in_progress", arguments="")
+        if item.type == "function_call":
+            added = msgspec.structs.replace(item, status="in_progress", arguments="")
+            done = {"name": item.name, "arguments": item.arguments}
+            between = [("response.function_call_arguments.done", done)]
+        else:
+            added, between = responses_mcp.stream_shape(item)
         rs.emit("response.output_item.added", output_index=index, item=added)
-        rs.emit(
-            "response.function_call_arguments.done",
-            item_id=item.id,
-            output_index=index,
-            name=item.name,
-            arguments=item.arguments,
-        )
+        for type_, fields in between:
+            rs.emit(type_, item_id=item.id, output_index=index, **fields)
         rs.obj.output.append(item)
         rs.emit("response.output_item.done", output_index=index, item=item)
 

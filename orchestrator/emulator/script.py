@@ -12,8 +12,9 @@ function's schema, then answers with a message quoting the outputs. The metadata
 Other rounds: ``{"fail": "server_error"}``, ``{"incomplete": "max_completion_tokens"}``,
 ``{"stall": true}`` (never advances, so the run reaches ``expires_at``) and ``{"think_ms": N}``
 alone (adds N ms of thinking to the next round). A script that runs out after tool outputs
-ends with the default message. Foundry's (``foundry_rounds``): ``{"mcp_calls": [{"server_label":
-"github", "name": "search", "arguments": {...}}]}`` asks for approval (``submit_tool_approval``),
+ends with the default message. ``{"mcp_calls": [{"server_label": "github", "name": "search",
+"arguments": {...}}]}`` asks for approval: Foundry's ``submit_tool_approval`` (``foundry_rounds``),
+or ``mcp_approval_request`` items in ``/responses`` (``responses_mcp``). Foundry's
 ``{"server_tools": [{"type": "bing_grounding"}, {"type": "mcp_list_tools", "server_label":
 "github"}]}`` adds steps the service ran by itself and goes on.
 """
@@ -28,7 +29,15 @@ import msgspec
 from orchestrator.emulator import schema
 from orchestrator.protocols.assistants import models
 
-__all__ = ["Round", "ScriptError", "default_script", "parse_script", "render_message"]
+__all__ = [
+    "MCP_DENIED",
+    "Round",
+    "ScriptError",
+    "default_script",
+    "mcp_output",
+    "parse_script",
+    "render_message",
+]
 
 SCRIPT_KEY: Final = "emulator_script"
 FAULTS_KEY: Final = "emulator_faults"
@@ -46,6 +55,14 @@ FAIL_MESSAGES: Final = {
     "invalid_prompt": "Invalid prompt: your prompt was flagged as potentially violating our "
     "usage policy.",
 }
+
+#: What the closing message quotes for an MCP call the user denied.
+MCP_DENIED: Final = "denied by the user"
+
+
+def mcp_output(name: str, server_label: str | None) -> str:
+    """What the emulated MCP server answers to a call it ran."""
+    return f'{{"{name}": "ran on {server_label}"}}'
 
 
 class ScriptError(ValueError):

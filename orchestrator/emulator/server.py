@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 from aiohttp import web
 
-from orchestrator.emulator import app, core, faults, responses_app, responses_engine, stats
+from orchestrator.emulator import app, core, faults, responses_app, responses_objects, stats
 from orchestrator.emulator import settings as knobs
 
 __all__ = ["Emulator", "serve"]
@@ -73,10 +73,11 @@ class Emulator:
         """Requests by route and status, runs by status, faults (as ``GET /_emulator/stats``)."""
         return self._engine.stats()
 
-    def responses_stats(self) -> responses_engine.ResponsesStats:
-        """Responses by status and tool outputs received (as ``GET /_emulator/responses``)."""
+    def responses_stats(self) -> responses_objects.ResponsesStats:
+        """Responses by status, tool outputs and MCP approval answers received (as ``GET
+        /_emulator/responses``)."""
         if self._runner is None:
-            return responses_engine.ResponsesStats()
+            return responses_objects.ResponsesStats()
         return self._runner.app[responses_app.RESPONSES].stats()
 
     def reset(self) -> None:
