@@ -521,8 +521,7 @@ async def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
 async def cmd_approve(cfg: config.Config, args: argparse.Namespace) -> int:
     output = approvals.decision_output(bool(args.allow))
     async with store.open_store(cfg.worker) as st:
-        for call in args.calls:
-            await st.decide(args.job, call, output)
+        await st.decide(args.job, dict.fromkeys(args.calls, output))
     verb = "allowed" if args.allow else "denied"
     print(f"{args.job}: {', '.join(args.calls)} {verb}; the job is queued again")
     return 0

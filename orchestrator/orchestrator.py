@@ -248,6 +248,7 @@ class Orchestrator:
                 body,
                 emit=self._emitter(handler),
                 tool_limiter=self.driver.tool_limiter,
+                approver=self.driver.approver,
             )
 
     async def create_thread_and_run(

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import anyio
 
-from orchestrator import config, responses_driver, tools
+from orchestrator import approvals, config, responses_driver, tools
 from orchestrator.protocol_loop import Emit
 from orchestrator.protocols.responses import client as client_mod
 from orchestrator.store import base as store_base
@@ -88,6 +88,7 @@ async def drive(
     claim: ClaimLedger,
     emit: Emit,
     tool_limiter: anyio.CapacityLimiter | None = None,
+    approver: approvals.Approver | None = None,
 ) -> tuple[store_base.JobState, store_base.JobResult]:
     """Drive the job's chain to its end (or on from where an earlier attempt left it)."""
     if job.run_id is not None:
@@ -105,6 +106,7 @@ async def drive(
         agent=spec.agent,
         input=spec.input,
         metadata=spec.metadata,
+        extra_tools=spec.tools,
         **params,
     )
     result = await responses_driver.drive(
@@ -120,6 +122,7 @@ async def drive(
         resume_id=job.run_id,
         attempt=job.attempts,
         since=job.created_at,
+        approver=approver,
     )
     response = result.obj
     last_error = response.error.message if response.error is not None else None

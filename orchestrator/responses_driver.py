@@ -11,7 +11,7 @@ import anyio
 import msgspec
 from msgspec import UNSET
 
-from orchestrator import config, errors, tools
+from orchestrator import approvals, config, errors, tools
 from orchestrator.protocol_loop import Emit, Ledger, ProtocolLoop, ProtocolResult
 from orchestrator.protocols.responses import client as client_mod
 from orchestrator.protocols.responses import session as session_mod
@@ -30,15 +30,18 @@ def request_body(
     input: str | Sequence[wire.InputItem] = (),
     agent: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    extra_tools: Sequence[wire.Tool] = (),
     **params: Any,
 ) -> wire.CreateResponse:
-    """A create body: the registry's function tools unless ``tools`` is given; ``params`` are
-    any other create fields (``instructions``, ``max_output_tokens``, ``conversation``...)."""
+    """A create body: the registry's function tools and ``extra_tools`` (an ``mcp`` server,
+    say) unless ``tools`` is given; ``params`` are any other create fields
+    (``instructions``, ``max_output_tokens``, ``conversation``...)."""
     if model is None and agent is None:
         raise errors.OrchestratorError("respond: give a model or an agent")
     if "tools" not in params:
         functions = [d.function for d in registry.definitions() if d.function is not None]
-        params["tools"] = [wire.Tool.function(f) for f in functions] or UNSET
+        offered = [wire.Tool.function(f) for f in functions] + list(extra_tools)
+        params["tools"] = offered or UNSET
     try:
         return wire.CreateResponse(
             model=UNSET if model is None else model,
@@ -65,11 +68,13 @@ async def drive(
     resume_id: str | None = None,
     attempt: int = 1,
     since: float | None = None,
+    approver: approvals.Approver | None = None,
 ) -> ResponseResult:
     """Create (or resume from ``resume_id``) a chain and drive it to its end.
 
     ``key`` prefixes every client id (default: a fresh one); ``attempt`` > 1 says an earlier
-    attempt may have created responses: each is looked for before anything is created.
+    attempt may have created responses: each is looked for before anything is created;
+    ``approver`` decides MCP approval requests (default: the ``approvals.*`` policy).
     """
     session = session_mod.ResponsesSession(
         client,
@@ -90,5 +95,6 @@ async def drive(
         tool_limiter=tool_limiter,
         cancel_on_abort=cancel_on_abort,
         attempt=attempt,
+        approver=approver,
     )
     return await loop.run()

@@ -353,6 +353,7 @@ class Worker:
                 claim=ledger,
                 emit=emit,
                 tool_limiter=self.driver.tool_limiter,
+                approver=self.driver.approver,
             )
             run_id = None
         else:

@@ -97,9 +97,9 @@ async def test_a_parked_job_resumes_after_a_human_decision(
 
         # Only a parked job can be decided.
         with pytest.raises(errors.InvalidJob, match="no job"):
-            await store.decide("job_nope", merge, approvals.APPROVED)
+            await store.decide("job_nope", {merge: approvals.APPROVED})
 
-        await store.decide(job_id, merge, approvals.DENIED)
+        await store.decide(job_id, {merge: approvals.DENIED})
         assert (await store.get(job_id)).state is JobState.QUEUED  # type: ignore[union-attr]
         await run_until_idle(worker.Worker(cfg, store, client, registry, handler=seen.append))
 
@@ -118,7 +118,7 @@ async def test_a_parked_job_resumes_after_a_human_decision(
         ("merge_pr", False, "ledger"),
     ]
     with pytest.raises(errors.InvalidJob, match="is succeeded, not waiting"):
-        await store.decide(job_id, merge, approvals.APPROVED)  # finished: nothing to decide
+        await store.decide(job_id, {merge: approvals.APPROVED})  # finished: nothing to decide
 
 
 async def test_cli_approve_stores_the_decision(

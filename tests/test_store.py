@@ -345,13 +345,13 @@ async def test_a_parked_job_waits_for_a_decision(st: JobStore, t0: float) -> Non
     assert await st.claim("w", lease_seconds=LEASE, now=t0 + 10 * LEASE) is None
     with pytest.raises(errors.LeaseLost):  # the parking claim's writes are fenced off now
         await st.save_output(job_id, job.epoch, "run_1", "c1", "late")
-    await st.decide(job_id, "c1", "approval:deny")
+    await st.decide(job_id, {"c1": "approval:deny"})
     assert await st.outputs("run_1") == {"c1": "approval:deny"}
     again = await claim(st, "w", t0)
     assert (again.id, again.state, again.attempts) == (job_id, JobState.RUNNING, 1)
     assert any("waiting for approval" in m for m in await messages(st, job_id))
     with pytest.raises(errors.InvalidJob, match="not waiting"):
-        await st.decide(job_id, "c1", "approval:allow")
+        await st.decide(job_id, {"c1": "approval:allow"})
 
 
 async def test_ledger_is_fenced_by_epoch(st: JobStore, t0: float) -> None:

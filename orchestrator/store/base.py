@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final, Protocol, Self
 
 import msgspec
@@ -55,6 +55,7 @@ from msgspec import UNSET, Struct, UnsetType
 
 from orchestrator import errors
 from orchestrator.protocols.assistants import models
+from orchestrator.protocols.responses import wire
 
 __all__ = [
     "SPEC_VERSION",
@@ -170,6 +171,9 @@ class ResponseJob(_Spec, frozen=True, kw_only=True, omit_defaults=True, tag="res
     conversation: str | None = None
     max_output_tokens: int | None = None
     metadata: dict[str, str] | None = None
+    #: Tools offered besides the worker registry's functions: built-ins such as ``mcp``
+    #: servers (their calls are approved by ``approvals.*``) or ``web_search``.
+    tools: tuple[wire.Tool, ...] = ()
 
     def __post_init__(self) -> None:
         if self.model is None and self.agent is None:
@@ -381,9 +385,10 @@ def check_parked(job: Job | None, job_id: str) -> str:
     return job.run_id
 
 
-def decided_message(tool_call_id: str, output: str) -> str:
+def decided_message(decisions: Mapping[str, str]) -> str:
     """History line for ``decide``."""
-    return f"decision on {tool_call_id} stored ({output}); queued again"
+    said = ", ".join(f"{call} ({output})" for call, output in decisions.items())
+    return f"decision on {said} stored; queued again"
 
 
 def check_final(state: JobState) -> None:
@@ -534,8 +539,9 @@ class JobStore(Protocol):
         counted, ``message`` (which calls wait) in its history."""
         ...
 
-    async def decide(self, job_id: str, tool_call_id: str, output: str) -> None:
-        """A human's decision on a parked job's call: stored in the ledger like a tool output
-        (for the job's run, at its epoch) and the job QUEUED again, atomically. Raises
-        ``errors.InvalidJob`` unless the job is WAITING_APPROVAL with a run."""
+    async def decide(self, job_id: str, decisions: Mapping[str, str]) -> None:
+        """A human's decisions on a parked job's calls (call id: ledger output): stored in the
+        ledger like tool outputs (for the job's run, at its epoch; one already stored stays)
+        and the job QUEUED again, atomically. Raises ``errors.InvalidJob`` unless the job is
+        WAITING_APPROVAL with a run."""
         ...

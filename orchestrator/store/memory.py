@@ -7,7 +7,7 @@ every operation is atomic with respect to other tasks, just as a transaction wou
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Self
 
 import anyio
@@ -337,17 +337,19 @@ class MemoryStore:
         )
         self._log(job_id, epoch, message)
 
-    async def decide(self, job_id: str, tool_call_id: str, output: str) -> None:
+    async def decide(self, job_id: str, decisions: Mapping[str, str]) -> None:
         await self._enter()
         job = self._jobs.get(job_id)
         run_id = base.check_parked(job, job_id)
         assert job is not None
         calls = self._ledger.setdefault(run_id, {})
-        _, record = calls.get(tool_call_id, (0, base.CallRecord(tool_call_id=tool_call_id)))
-        if record.output is None:  # a decision already stored stays
-            calls[tool_call_id] = (job.epoch, _replace(record, output=output))
+        for tool_call_id, output in decisions.items():
+            blank = base.CallRecord(tool_call_id=tool_call_id)
+            _, record = calls.get(tool_call_id, (0, blank))
+            if record.output is None:  # a decision already stored stays
+                calls[tool_call_id] = (job.epoch, _replace(record, output=output))
         self._put(_replace(job, state=base.JobState.QUEUED, updated_at=time.time()))
-        self._log(job_id, job.epoch, base.decided_message(tool_call_id, output))
+        self._log(job_id, job.epoch, base.decided_message(decisions))
 
 
 def _end(job: base.Job, state: base.JobState, result: base.JobResult, now: float) -> base.Job:

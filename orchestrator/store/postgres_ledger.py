@@ -7,7 +7,7 @@ epoch checked in the same transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from orchestrator import errors
 from orchestrator.store import base
@@ -124,21 +124,22 @@ class LedgerOps(PostgresBase):
 
         await self._run(op, write=True)
 
-    async def decide(self, job_id: str, tool_call_id: str, output: str) -> None:
+    async def decide(self, job_id: str, decisions: Mapping[str, str]) -> None:
         async def op(conn: Conn) -> None:
             job = await self._select(conn, job_id, lock=True)
             run_id = base.check_parked(job, job_id)
             assert job is not None
             now = time.time()
-            args = (run_id, tool_call_id, job_id, job.epoch, output, now)
-            await conn.execute(schema.UPSERT_OUTPUT, args)
+            for tool_call_id, output in decisions.items():
+                args = (run_id, tool_call_id, job_id, job.epoch, output, now)
+                await conn.execute(schema.UPSERT_OUTPUT, args)
             await self._update(conn, job_id, state=base.JobState.QUEUED.value)
             await conn.execute(schema.RETRY, {"id": job_id})  # back in procrastinate's queue
             if job.queueing_lock is not None:
                 await conn.execute(
                     schema.RESTORE_QUEUEING_LOCK, {"lock": job.queueing_lock, "id": job_id}
                 )
-            message = base.decided_message(tool_call_id, output)
+            message = base.decided_message(decisions)
             await self._log(conn, job_id, job.epoch, message, now)
 
         await self._run(op, write=True)

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Self, TypeVar
 
 import anyio
@@ -532,17 +532,18 @@ class SqliteStore:
 
         await self._run(op)
 
-    async def decide(self, job_id: str, tool_call_id: str, output: str) -> None:
+    async def decide(self, job_id: str, decisions: Mapping[str, str]) -> None:
         def op(conn: sqlite3.Connection) -> None:
             with schema.transaction(conn):
                 job = self._select(conn, job_id)
                 run_id = base.check_parked(job, job_id)
                 assert job is not None
                 now = time.time()
-                args = (run_id, tool_call_id, job_id, job.epoch, output, now)
-                conn.execute(schema.UPSERT_OUTPUT, args)
+                for tool_call_id, output in decisions.items():
+                    args = (run_id, tool_call_id, job_id, job.epoch, output, now)
+                    conn.execute(schema.UPSERT_OUTPUT, args)
                 schema.update(conn, job_id, state=base.JobState.QUEUED.value)
-                message = base.decided_message(tool_call_id, output)
+                message = base.decided_message(decisions)
                 schema.log(conn, job_id, job.epoch, message, now)
 
         await self._run(op)
