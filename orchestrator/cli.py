@@ -47,6 +47,7 @@ from orchestrator.protocols.assistants import client as client_mod
 from orchestrator.protocols.assistants import models
 from orchestrator.protocols.assistants import sync as assistants
 from orchestrator.protocols.responses import client as responses_client
+from orchestrator.protocols.responses import wire
 from orchestrator.store import base as store_base
 
 log = logging.getLogger("orchestrator.cli")
@@ -135,6 +136,14 @@ def _port(text: str) -> int:
     return value
 
 
+def _mcp_server(text: str) -> wire.Tool:
+    """An argparse type: ``LABEL=URL``, an MCP server whose calls need approval."""
+    label, _, url = text.partition("=")
+    if not label or not url.startswith(("https://", "http://")):
+        raise argparse.ArgumentTypeError(f"expected LABEL=https://..., got {text!r}")
+    return wire.Tool(type="mcp", server_label=label, server_url=url, require_approval="always")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -166,6 +175,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=PROTOCOLS, default="assistants", help="wire protocol")
     p.add_argument("--model", help="model of a Responses job")
     p.add_argument("--agent", help="Foundry agent name of a Responses job (instead of --model)")
+    p.add_argument(
+        "--mcp",
+        action="append",
+        default=[],
+        type=_mcp_server,
+        metavar="LABEL=URL",
+        help="an MCP server a Responses job offers (repeatable); its calls are approved by "
+        "approvals.*",
+    )
     p.add_argument("--lock", help="queueing lock: refuse while a queued job holds it")
     p.add_argument("--count", type=_int64, default=1, help="how many identical jobs")
 
@@ -463,8 +481,13 @@ async def cmd_enqueue(cfg: config.Config, args: argparse.Namespace) -> int:
         if args.adopt or args.assistant or args.thread:
             raise errors.InvalidJob("a Responses job takes --model or --agent and --message")
         spec = store_base.ResponseJob(
-            model=args.model, agent=args.agent, input="\n".join(args.message)
+            model=args.model,
+            agent=args.agent,
+            input="\n".join(args.message),
+            tools=tuple(args.mcp),
         )
+    elif args.mcp:
+        raise errors.InvalidJob("--mcp: for a Responses job (--protocol responses)")
     elif args.adopt:
         if args.assistant or args.message:
             raise errors.InvalidJob("--adopt takes no --assistant or --message")

@@ -168,6 +168,27 @@ def test_cli_run_and_enqueue_speak_responses(
     assert cli.main(["enqueue", "--protocol", "responses", "--message", "x"]) == 1
     assert "needs a model or an agent" in capsys.readouterr().err
 
+    mcp = ["--mcp", "github=https://mcp.example.invalid/mcp"]
+    assert cli.main([*args, *mcp]) == 0
+    job_id = capsys.readouterr().out.strip()
+    job = anyio.run(_job, tmp_path / "q.sqlite3", job_id)
+    assert isinstance(job.spec, ResponseJob)
+    [tool] = job.spec.tools
+    assert (tool.type, tool.server_label, tool.require_approval) == ("mcp", "github", "always")
+    with pytest.raises(SystemExit) as usage:  # no URL: a usage error
+        cli.main([*args, "--mcp", "github"])
+    assert usage.value.code == 2
+    assert "LABEL=https://" in capsys.readouterr().err
+    assert cli.main(["enqueue", "--assistant", "asst_1", *mcp]) == 1
+    assert "--mcp: for a Responses job" in capsys.readouterr().err
+
+
+async def _job(db: Path, job_id: str) -> store_base.Job:
+    async with SqliteStore(db) as st:
+        job = await st.get(job_id)
+    assert job is not None
+    return job
+
 
 def test_wire_tool_from_a_registry_definition() -> None:
     t = lab.Lab()
