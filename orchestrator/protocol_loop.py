@@ -155,8 +155,7 @@ class ProtocolLoop(Generic[ObjT]):
                 if self._past(current):
                     outcome, current = await self._end(current, "timed_out")
                     break
-                with anyio.move_on_after(self._time_left(current)):
-                    current = await self.session.observe(current)
+                current = await self.session.observe(current, self._limit(current))
         except BaseException as exc:
             if current is not None and isinstance(exc, Exception):
                 exc.add_note(f"while driving {current.id} ({self.session.scope})")
@@ -335,9 +334,6 @@ class ProtocolLoop(Generic[ObjT]):
 
     def _past(self, current: base.Observation[ObjT]) -> bool:
         return time.time() >= self._limit(current)
-
-    def _time_left(self, current: base.Observation[ObjT]) -> float:
-        return max(0.0, self._limit(current) - time.time())
 
     async def _end(
         self, current: base.Observation[ObjT], outcome: str

@@ -115,8 +115,9 @@ class ProtocolSession(Protocol[ObjT]):
         """Create the first object, or take over the one already recorded or recoverable."""
         ...
 
-    async def observe(self, current: Observation[ObjT]) -> Observation[ObjT]:
-        """Wait for the next state of ``current`` (poll or stream) and return it."""
+    async def observe(self, current: Observation[ObjT], until: float) -> Observation[ObjT]:
+        """Wait for the next state of ``current`` (poll or stream) and return it; by ``until``
+        (Unix time) at the latest, with ``current`` itself when nothing newer came."""
         ...
 
     async def answer(

@@ -126,8 +126,13 @@ class AssistantsSession:
             await opening.open_create(self, self.body)
         return await self._observation()
 
-    async def observe(self, current: Obs) -> Obs:
-        await anyio.sleep(self.poller.delay())
+    async def observe(self, current: Obs, until: float) -> Obs:
+        pause = self.poller.delay()
+        left = until - time.time()
+        if left <= pause:
+            await anyio.sleep(max(0.0, left))
+            return current  # the caller's time is up: it decides what comes next
+        await anyio.sleep(pause)
         response = await self.client.retrieve_run_response(self.thread_id, current.id)
         changed = await self.observe_run(response.data)
         self.poller.seen(changed=changed, hint_ms=response.poll_after_ms)

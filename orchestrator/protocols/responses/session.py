@@ -132,10 +132,17 @@ class ResponsesSession:
                 return found
         return await self._create(cid, self.body.input, None)
 
-    async def observe(self, current: Obs) -> Obs:
+    async def observe(self, current: Obs, until: float) -> Obs:
         if self.stream and self._cuts < MAX_CUTS:
-            return await self._follow(current)
-        await anyio.sleep(self._poller.delay())
+            with anyio.move_on_after(max(0.0, until - time.time())):
+                return await self._follow(current)
+            return current
+        pause = self._poller.delay()
+        left = until - time.time()
+        if left <= pause:
+            await anyio.sleep(max(0.0, left))
+            return current
+        await anyio.sleep(pause)
         response = await self.client.retrieve(current.id)
         changed = response.data.status != self._status
         self._poller.seen(changed=changed, hint_ms=response.poll_after_ms)
