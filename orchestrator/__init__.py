@@ -1,4 +1,5 @@
-"""run-orchestrator: drive Assistants-API runs to their end, answering tool calls with your tools.
+"""run-orchestrator: drive AI runs to their end (Assistants runs, Responses background chains),
+answering their tool calls with your tools.
 
 ::
 
@@ -9,7 +10,8 @@
         ...  # its docstring becomes the tool's description for the model
 
     async with Orchestrator() as orch:
-        result = await orch.run(thread_id=..., assistant_id=...)
+        result = await orch.run(thread_id=..., assistant_id=...)   # an Assistants run
+        result = await orch.respond(model="gpt-4o", input="...")    # a Responses chain
 """
 
 from orchestrator.config import Config
