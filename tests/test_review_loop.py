@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
@@ -14,7 +16,7 @@ import pytest
 from aiohttp import web
 from test_driver import calls, client, emu, make_assistant, make_config, of, registry, script
 
-from orchestrator import driver, events, tools
+from orchestrator import config, driver, events, tools
 from orchestrator import orchestrator as orch_mod
 from orchestrator.emulator import Emulator
 from orchestrator.protocols.assistants import models
@@ -29,6 +31,74 @@ class Boom(Exception):
     """What a caller's code raises while a run is being driven."""
 
 
+async def ignore(event: events.Event) -> None:
+    """An ``emit`` that drops every event."""
+
+
+def run_json(status: str, **fields: Any) -> dict[str, Any]:
+    """A run as a hand-written server shows it."""
+    return {
+        "id": "run_1",
+        "object": "thread.run",
+        "created_at": 1,
+        "thread_id": "thread_1",
+        "assistant_id": "asst_1",
+        "status": status,
+        **fields,
+    }
+
+
+class Rig(NamedTuple):
+    client: AssistantsClient
+    runs: driver.Driver
+    thread_id: str
+    assistant: str
+
+
+@asynccontextmanager
+async def rig(
+    emu: Emulator, registry: tools.ToolRegistry, cfg: config.Config
+) -> AsyncIterator[Rig]:
+    """A client and a driver with ``cfg`` against ``emu``, a thread and an assistant."""
+    api = msgspec.structs.replace(cfg.api, base_url=emu.base_url)
+    async with AssistantsClient(api, cfg.retry, api_key="k") as c:
+        thread = await c.create_thread()
+        assistant = await make_assistant(c, registry)
+        yield Rig(c, driver.Driver(c, registry, cfg), thread.id, assistant)
+
+
+Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
+
+
+async def run_against(
+    routes: Sequence[Route], registry: tools.ToolRegistry, **sections: dict[str, Any]
+) -> tuple[Any, list[events.Event]]:
+    """One ``Orchestrator.run`` against a hand-written server (for what the emulator does not
+    do), with the thread's messages listed empty; its result and events."""
+
+    async def messages(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [], "has_more": False})
+
+    app = web.Application()
+    for method, path, handler in [*routes, ("GET", "/v1/threads/{t}/messages", messages)]:
+        app.router.add_route(method, path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    seen: list[events.Event] = []
+    try:
+        base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        cfg = make_config(api={"base_url": base_url}, **sections)
+        async with orch_mod.Orchestrator(
+            cfg, registry=registry, api_key="k", handler=seen.append
+        ) as orch:
+            with anyio.fail_after(20):
+                result = await orch.run(thread_id="thread_1", assistant_id="asst_1")
+    finally:
+        await runner.cleanup()
+    return result, seen
+
+
 @pytest.mark.xfail(strict=True, reason="review: _abort's `stopped` unbound past cancel_timeout")
 async def test_abort_whose_cancel_outlasts_cancel_timeout_raises_the_callers_error(
     emu: Emulator, registry: tools.ToolRegistry
@@ -37,11 +107,7 @@ async def test_abort_whose_cancel_outlasts_cancel_timeout_raises_the_callers_err
     gets its own exception (not an ``UnboundLocalError`` from the abort path)."""
     emu.configure(slow_delay=1.5)
     cfg = make_config(run={"cancel_timeout": 0.3})
-    api = msgspec.structs.replace(cfg.api, base_url=emu.base_url)
-    async with AssistantsClient(api, cfg.retry, api_key="k") as c:
-        assistant = await make_assistant(c, registry)
-        thread = await c.create_thread()
-        runs = driver.Driver(c, registry, cfg)
+    async with rig(emu, registry, cfg) as (_c, runs, thread_id, assistant):
 
         async def emit(event: events.Event) -> None:
             if isinstance(event, events.StatusChanged) and event.current == "in_progress":
@@ -50,7 +116,7 @@ async def test_abort_whose_cancel_outlasts_cancel_timeout_raises_the_callers_err
 
         body = models.CreateRun(assistant_id=assistant, metadata=script({"stall": True}))
         with anyio.fail_after(20), pytest.raises(Boom):
-            await runs.create(thread.id, body, emit=emit)
+            await runs.create(thread_id, body, emit=emit)
 
 
 @pytest.mark.xfail(
@@ -97,12 +163,9 @@ async def test_failure_while_opening_notes_the_created_run(
         made.append(run.id)
         raise Boom("could not record the run")
 
-    async def emit(event: events.Event) -> None:
-        pass
-
     body = models.CreateRun(assistant_id=assistant, metadata=script({"stall": True}))
     with anyio.fail_after(20), pytest.raises(Boom) as info:
-        await runs.create(thread.id, body, emit=emit, on_run=on_run)
+        await runs.create(thread.id, body, emit=ignore, on_run=on_run)
     notes: list[Any] = getattr(info.value, "__notes__", [])
     assert made
     assert any(made[0] in note for note in notes), notes
@@ -114,16 +177,6 @@ async def test_unknown_status_seen_only_in_the_stream_is_reported(
 ) -> None:
     """A status from the future that the run passes through while streaming is reported
     (``UnknownStatus``) even though the loop only sees the run once the stream ends."""
-
-    def run_json(status: str) -> dict[str, Any]:
-        return {
-            "id": "run_1",
-            "object": "thread.run",
-            "created_at": 1,
-            "thread_id": "thread_1",
-            "assistant_id": "asst_1",
-            "status": status,
-        }
 
     def frame(name: str, status: str) -> bytes:
         return f"event: {name}\ndata: {json.dumps(run_json(status))}\n\n".encode()
@@ -140,28 +193,9 @@ async def test_unknown_status_seen_only_in_the_stream_is_reported(
         await response.write_eof()
         return response
 
-    async def messages(request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [], "has_more": False})
-
-    app = web.Application()
-    app.router.add_post("/v1/threads/{t}/runs", create)
-    app.router.add_get("/v1/threads/{t}/messages", messages)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    seen: list[events.Event] = []
-    try:
-        cfg = make_config(
-            api={"base_url": f"http://127.0.0.1:{runner.addresses[0][1]}/v1"},
-            poll={"mode": "stream"},
-        )
-        async with orch_mod.Orchestrator(
-            cfg, registry=registry, api_key="k", handler=seen.append
-        ) as orch:
-            with anyio.fail_after(20):
-                result = await orch.run(thread_id="thread_1", assistant_id="asst_1")
-    finally:
-        await runner.cleanup()
+    result, seen = await run_against(
+        [("POST", "/v1/threads/{t}/runs", create)], registry, poll={"mode": "stream"}
+    )
     assert result.outcome == "completed"
     assert [e.current for e in of(seen, events.StatusChanged)] == [
         "queued",
@@ -180,18 +214,10 @@ async def test_a_run_done_before_the_deadline_poll_is_not_cancelled(
     is cancelled and no deadline is reported."""
     emu.configure(poll_after_ms=1000, queue_delay=0.01, think_delay=0.05)
     cfg = make_config(poll={"mode": "poll"}, run={"run_timeout": 0.6})
-    api = msgspec.structs.replace(cfg.api, base_url=emu.base_url)
-    async with AssistantsClient(api, cfg.retry, api_key="k") as c:
-        assistant = await make_assistant(c, registry)
-        thread = await c.create_thread()
-        runs = driver.Driver(c, registry, cfg)
-
-        async def emit(event: events.Event) -> None:
-            pass
-
+    async with rig(emu, registry, cfg) as (_c, runs, thread_id, assistant):
         body = models.CreateRun(assistant_id=assistant, metadata=script({"message": "hi"}))
         with anyio.fail_after(20):
-            result = await runs.create(thread.id, body, emit=emit)
+            result = await runs.create(thread_id, body, emit=ignore)
     assert result.outcome == "completed"
     assert emu.stats().count(contains="/cancel") == 0
     assert not [r for r in caplog.records if getattr(r, "action", None) == "timeout"]
@@ -205,11 +231,7 @@ async def test_a_cancel_past_cancel_timeout_reports_the_run_as_last_seen(
     ``cancelling`` (as the cancel request answered), not the status before the cancel."""
     emu.configure(cancel_delay=5.0)
     cfg = make_config(poll={"mode": "poll"}, run={"run_timeout": 0.3, "cancel_timeout": 0.3})
-    api = msgspec.structs.replace(cfg.api, base_url=emu.base_url)
-    async with AssistantsClient(api, cfg.retry, api_key="k") as c:
-        assistant = await make_assistant(c, registry)
-        thread = await c.create_thread()
-        runs = driver.Driver(c, registry, cfg)
+    async with rig(emu, registry, cfg) as (_c, runs, thread_id, assistant):
         seen: list[events.Event] = []
 
         async def emit(event: events.Event) -> None:
@@ -217,7 +239,7 @@ async def test_a_cancel_past_cancel_timeout_reports_the_run_as_last_seen(
 
         body = models.CreateRun(assistant_id=assistant, metadata=script({"stall": True}))
         with anyio.fail_after(20):
-            result = await runs.create(thread.id, body, emit=emit)
+            result = await runs.create(thread_id, body, emit=emit)
     assert result.outcome == "timed_out"
     assert [e.current for e in of(seen, events.StatusChanged)][-1] == "cancelling"
     assert result.run.status == "cancelling"
@@ -231,15 +253,12 @@ async def test_a_tool_failure_is_not_logged_as_a_timeout(
     thread = await client.create_thread()
     runs = driver.Driver(client, registry, make_config())
 
-    async def emit(event: events.Event) -> None:
-        pass
-
     body = models.CreateRun(
         assistant_id=assistant,
         metadata=script({"tool_calls": [{"name": "critical", "arguments": {"x": 1}}]}),
     )
     with anyio.fail_after(20):
-        result = await runs.create(thread.id, body, emit=emit)
+        result = await runs.create(thread.id, body, emit=ignore)
     assert result.outcome == "tool_failed"
     actions = [getattr(r, "action", None) for r in caplog.records if r.levelname == "WARNING"]
     assert "tool_failed" in actions
@@ -255,21 +274,13 @@ async def test_cancelling_the_run_of_a_create_cut_off_is_logged(
     caplog.set_level(logging.INFO)
     emu.configure(slow_delay=1.0)
     cfg = make_config(poll={"mode": "stream"})
-    api = msgspec.structs.replace(cfg.api, base_url=emu.base_url)
-    async with AssistantsClient(api, cfg.retry, api_key="k") as c:
-        assistant = await make_assistant(c, registry)
-        thread = await c.create_thread()
-        runs = driver.Driver(c, registry, cfg)
-
-        async def emit(event: events.Event) -> None:
-            pass
-
+    async with rig(emu, registry, cfg) as (c, runs, thread_id, assistant):
         body = models.CreateRun(assistant_id=assistant, metadata=script({"stall": True}))
-        emu.inject("slow", method="POST", path_suffix=f"/{thread.id}/runs")
+        emu.inject("slow", method="POST", path_suffix=f"/{thread_id}/runs")
         with anyio.fail_after(20), anyio.move_on_after(0.3):
-            await runs.create(thread.id, body, emit=emit)
+            await runs.create(thread_id, body, emit=ignore)
         with anyio.fail_after(10):
-            while not (page := await c.list_runs(thread.id)).data:  # noqa: ASYNC110
+            while not (page := await c.list_runs(thread_id)).data:  # noqa: ASYNC110
                 await anyio.sleep(0.02)
     assert page.data[0].status in {"cancelling", "cancelled"}
     assert any("driver stopped" in r.getMessage() for r in caplog.records)
@@ -320,12 +331,9 @@ async def test_a_create_asks_the_store_for_the_claim_once(
     runs = driver.Driver(client, registry, make_config(), cancel_on_abort=False)
     ledger = CountingLedger()
 
-    async def emit(event: events.Event) -> None:
-        pass
-
     body = models.CreateRun(assistant_id=assistant, metadata=script({"message": "hi"}))
     with anyio.fail_after(20):
-        result = await runs.create(thread.id, body, emit=emit, ledger=ledger)
+        result = await runs.create(thread.id, body, emit=ignore, ledger=ledger)
     assert result.ok
     assert ledger.confirms == 1
 
@@ -338,59 +346,32 @@ async def test_tools_of_a_run_without_expires_at_are_bounded_by_the_timeouts_onl
     here), not an expiry the client assumes (the 10 min ``RUN_LIFETIME`` bounds waiting only).
     A margin beyond 10 min shows it: with an assumed expiry the tool never starts."""
 
-    def run_json(status: str) -> dict[str, Any]:
-        action = {
-            "type": "submit_tool_outputs",
-            "submit_tool_outputs": {
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'},
-                    }
-                ]
-            },
-        }
-        return {
-            "id": "run_1",
-            "object": "thread.run",
-            "created_at": 1,
-            "thread_id": "thread_1",
-            "assistant_id": "asst_1",
-            "status": status,
-            "required_action": action if status == "requires_action" else None,
-        }
+    action = {
+        "type": "submit_tool_outputs",
+        "submit_tool_outputs": {
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'},
+                }
+            ]
+        },
+    }
 
     async def create(request: web.Request) -> web.Response:
-        return web.json_response(run_json("requires_action"))
+        return web.json_response(run_json("requires_action", required_action=action))
 
     async def submit(request: web.Request) -> web.Response:
         return web.json_response(run_json("completed"))
 
-    async def messages(request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [], "has_more": False})
-
-    app = web.Application()
-    app.router.add_post("/v1/threads/{t}/runs", create)
-    app.router.add_post("/v1/threads/{t}/runs/{r}/submit_tool_outputs", submit)
-    app.router.add_get("/v1/threads/{t}/messages", messages)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    seen: list[events.Event] = []
-    try:
-        cfg = make_config(
-            api={"base_url": f"http://127.0.0.1:{runner.addresses[0][1]}/v1"},
-            poll={"mode": "poll"},
-            tools={"deadline_margin": 700.0},
-        )
-        async with orch_mod.Orchestrator(
-            cfg, registry=registry, api_key="k", handler=seen.append
-        ) as orch:
-            with anyio.fail_after(20):
-                result = await orch.run(thread_id="thread_1", assistant_id="asst_1")
-    finally:
-        await runner.cleanup()
+    routes: list[Route] = [
+        ("POST", "/v1/threads/{t}/runs", create),
+        ("POST", "/v1/threads/{t}/runs/{r}/submit_tool_outputs", submit),
+    ]
+    result, seen = await run_against(
+        routes, registry, poll={"mode": "poll"}, tools={"deadline_margin": 700.0}
+    )
     assert result.ok
     assert [f.error_type for f in of(seen, events.ToolCallFinished)] == [None]
     assert calls.seen == [("add", (1, 2))]
