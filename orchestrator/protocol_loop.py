@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 EXPIRY_GRACE: Final = base.EXPIRY_GRACE
 #: Statuses a cancel asked for (the outcome is then the loop's reason, not the status).
 _CANCELLED: Final = frozenset({"cancelled", "cancelling"})
+#: Seconds past its ``until`` a session's cancel may take before the loop stops waiting (a
+#: guard: sessions keep to ``until``, and a shielded wait must end).
+_SAFETY: Final = 5.0
 
 ObjT = TypeVar("ObjT")
 Emit = Callable[[events.Event], Awaitable[None]]
@@ -119,7 +122,6 @@ class ProtocolLoop(Generic[ObjT]):
         self.approver = approver or approvals.Approver(settings.approvals)
         self.outputs: list[base.ToolOutput] = []
         self.rounds = 0
-        self._unknown: set[str] = set()
         #: Call ids of rounds the server took, and the object whose ledger rounds were read.
         self._submitted: set[str] = set()
         self._ledger_read: str | None = None
@@ -150,8 +152,6 @@ class ProtocolLoop(Generic[ObjT]):
                 if current.done:
                     outcome = current.status
                     break
-                if not current.known:
-                    await self._report_unknown(current)
                 if self._past(current):
                     outcome, current = await self._end(current, "timed_out")
                     break
@@ -276,7 +276,12 @@ class ProtocolLoop(Generic[ObjT]):
         if self.ledger is not None:
             self.ledger.check()
 
-        async def landed() -> None:
+        async def landed(following: str) -> None:
+            # The job follows the next object before the round counts as taken: a job resumed
+            # in between continues from the object the round made, never from a round that
+            # looks taken on an object that asks for it.
+            if following != current.id and self.ledger is not None:
+                await self.ledger.record(following)
             self._submitted.update(ids)
             self.outputs.extend(outputs)
             if self.ledger is not None:
@@ -295,10 +300,7 @@ class ProtocolLoop(Generic[ObjT]):
                     )
                 )
 
-        following = await self.session.answer(current, outputs, decisions, landed)
-        if following.id != current.id:
-            await self._record(following)
-        return following
+        return await self.session.answer(current, outputs, decisions, landed)
 
     # --- ends -------------------------------------------------------------------------------
 
@@ -310,26 +312,9 @@ class ProtocolLoop(Generic[ObjT]):
         if self.ledger is not None:
             await self.ledger.record(current.id)
 
-    async def _report_unknown(self, current: base.Observation[ObjT]) -> None:
-        if current.status in self._unknown:
-            return
-        self._unknown.add(current.status)
-        log.warning(
-            "unknown status %r; still waiting",
-            current.status,
-            extra={"run_id": current.id, "action": "unknown_status"},
-        )
-        await self.emit(
-            events.UnknownStatus(
-                run_id=current.id, thread_id=self.session.scope, status=current.status
-            )
-        )
-
     def _limit(self, current: base.Observation[ObjT]) -> float:
-        """When to give up: the caller's deadline, or the object's expiry plus a grace."""
-        ends = [d for d in (self.deadline,) if d is not None]
-        if current.expires_at is not None:
-            ends.append(current.expires_at + EXPIRY_GRACE)
+        """When to give up: the caller's deadline, or the end of the object's lifetime."""
+        ends = [d for d in (self.deadline, current.lifetime) if d is not None]
         return min(ends) if ends else float("inf")
 
     def _past(self, current: base.Observation[ObjT]) -> bool:
@@ -340,15 +325,16 @@ class ProtocolLoop(Generic[ObjT]):
     ) -> tuple[str, base.Observation[ObjT]]:
         """Cancel ``current`` and follow it (bounded, shielded): ``outcome``, unless it ended
         by itself first (then its own status)."""
-        log.warning(
-            "%s in status %s; cancelling",
-            "passed the deadline" if outcome == "timed_out" else outcome,
-            current.status,
-            extra={"run_id": current.id, "action": "timeout"},
-        )
+        if outcome == "timed_out":
+            log.warning(
+                "passed the deadline in status %s; cancelling",
+                current.status,
+                extra={"run_id": current.id, "action": "timeout"},
+            )
         final = None
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.run.cancel_timeout):
-            final = await self.session.cancel(current, wait=True)
+        until = time.time() + self.settings.run.cancel_timeout
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_SAFETY + until - time.time()):
+            final = await self.session.cancel(current, until=until, wait=True)
         if final is None:
             return outcome, current
         if final.done and final.status not in _CANCELLED:
@@ -365,22 +351,24 @@ class ProtocolLoop(Generic[ObjT]):
 
     async def _abort(self, current: base.Observation[ObjT] | None, exc: BaseException) -> None:
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.run.cancel_timeout):
+        stopped = None
+        until = time.time() + self.settings.run.cancel_timeout
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_SAFETY + until - time.time()):
             try:
-                stopped = await self.session.cancel(current, wait=False)
+                stopped = await self.session.cancel(current, until=until, wait=False)
             except errors.OrchestratorError as cancel_exc:
                 log.warning(
                     "could not cancel: %s",
                     cancel_exc,
                     extra={"run_id": current.id if current else None, "action": "cancel_failed"},
                 )
-                return
         if stopped is not None:
             # A caller going away (a service's client disconnecting) is routine.
             log.log(
                 logging.INFO if cancelled else logging.WARNING,
-                "driver stopped (%s); cancelled %s",
+                "driver stopped (%s); cancelled %s (%s)",
                 "caller cancelled" if cancelled else type(exc).__name__,
                 stopped.id,
+                stopped.status,
                 extra={"run_id": stopped.id, "action": "cancel"},
             )

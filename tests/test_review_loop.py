@@ -1,6 +1,6 @@
 """Review of the ProtocolLoop refactor (Assistants runs on the protocol seam): behaviours the
 old ``RunLoop`` had that the loop must keep. Each test here failed on the refactored code when
-it was written (``xfail(strict=True)`` until the lead fixes it)."""
+it was written, and passes since."""
 
 from __future__ import annotations
 
@@ -99,7 +99,6 @@ async def run_against(
     return result, seen
 
 
-@pytest.mark.xfail(strict=True, reason="review: _abort's `stopped` unbound past cancel_timeout")
 async def test_abort_whose_cancel_outlasts_cancel_timeout_raises_the_callers_error(
     emu: Emulator, registry: tools.ToolRegistry
 ) -> None:
@@ -119,9 +118,6 @@ async def test_abort_whose_cancel_outlasts_cancel_timeout_raises_the_callers_err
             await runs.create(thread_id, body, emit=emit)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review: _abort cancels a stale observation of a finished run"
-)
 async def test_abort_after_the_run_was_seen_completed_sends_no_cancel(
     emu: Emulator, client: AssistantsClient, registry: tools.ToolRegistry
 ) -> None:
@@ -145,9 +141,6 @@ async def test_abort_after_the_run_was_seen_completed_sends_no_cancel(
     assert isinstance(seen[-1], events.StatusChanged)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review: no note on an exception from open() after the run exists"
-)
 @pytest.mark.parametrize("mode", ["poll", "stream"])
 async def test_failure_while_opening_notes_the_created_run(
     mode: str, client: AssistantsClient, registry: tools.ToolRegistry
@@ -171,7 +164,6 @@ async def test_failure_while_opening_notes_the_created_run(
     assert any(made[0] in note for note in notes), notes
 
 
-@pytest.mark.xfail(strict=True, reason="review: a status passed in a stream gets no UnknownStatus")
 async def test_unknown_status_seen_only_in_the_stream_is_reported(
     registry: tools.ToolRegistry,
 ) -> None:
@@ -205,7 +197,6 @@ async def test_unknown_status_seen_only_in_the_stream_is_reported(
     assert [u.status for u in of(seen, events.UnknownStatus)] == ["paused_for_review"]
 
 
-@pytest.mark.xfail(strict=True, reason="review: at the deadline the loop cancels without a look")
 async def test_a_run_done_before_the_deadline_poll_is_not_cancelled(
     emu: Emulator, registry: tools.ToolRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -223,7 +214,6 @@ async def test_a_run_done_before_the_deadline_poll_is_not_cancelled(
     assert not [r for r in caplog.records if getattr(r, "action", None) == "timeout"]
 
 
-@pytest.mark.xfail(strict=True, reason="review: a cancel past cancel_timeout reports a stale run")
 async def test_a_cancel_past_cancel_timeout_reports_the_run_as_last_seen(
     emu: Emulator, registry: tools.ToolRegistry
 ) -> None:
@@ -245,7 +235,6 @@ async def test_a_cancel_past_cancel_timeout_reports_the_run_as_last_seen(
     assert result.run.status == "cancelling"
 
 
-@pytest.mark.xfail(strict=True, reason="review: tool_failed is also logged as action=timeout")
 async def test_a_tool_failure_is_not_logged_as_a_timeout(
     client: AssistantsClient, registry: tools.ToolRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -265,7 +254,6 @@ async def test_a_tool_failure_is_not_logged_as_a_timeout(
     assert "timeout" not in actions
 
 
-@pytest.mark.xfail(strict=True, reason="review: cancelling a run found after an abort is silent")
 async def test_cancelling_the_run_of_a_create_cut_off_is_logged(
     emu: Emulator, registry: tools.ToolRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -320,7 +308,6 @@ class CountingLedger:
         return None
 
 
-@pytest.mark.xfail(strict=True, reason="review: the claim is confirmed twice before a create")
 async def test_a_create_asks_the_store_for_the_claim_once(
     client: AssistantsClient, registry: tools.ToolRegistry
 ) -> None:
@@ -338,7 +325,6 @@ async def test_a_create_asks_the_store_for_the_claim_once(
     assert ledger.confirms == 1
 
 
-@pytest.mark.xfail(strict=True, reason="review: tool deadline invents an expiry for a run without")
 async def test_tools_of_a_run_without_expires_at_are_bounded_by_the_timeouts_only(
     registry: tools.ToolRegistry, calls: Any
 ) -> None:

@@ -1,6 +1,6 @@
 """Review of the ProtocolLoop refactor, Responses jobs in the worker: the window between the
 round marked submitted and the next response recorded (each test failed on the refactored code
-when it was written; ``xfail(strict=True)`` until the lead fixes it)."""
+when it was written, and passes since)."""
 
 from __future__ import annotations
 
@@ -41,9 +41,6 @@ class RecordFailsOnce(SqliteStore):
         await super().record_run(job_id, epoch, run_id)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review: round marked submitted before the next response is recorded"
-)
 async def test_a_job_interrupted_between_submitted_and_recorded_completes(
     emu: Emulator, tmp_path: Path
 ) -> None:

@@ -88,8 +88,6 @@ class Observation(msgspec.Struct, Generic[ObjT], frozen=True, kw_only=True):
     #: Its id (the ledger keys tool calls by it).
     id: str
     status: str
-    #: The status has a meaning for the protocol (an unknown one is reported and waited out).
-    known: bool = True
     #: A tool round waiting for our outputs.
     calls: list[ToolCall] = []
     #: MCP calls waiting for our decisions (answered in the same round as ``calls``).
@@ -97,6 +95,9 @@ class Observation(msgspec.Struct, Generic[ObjT], frozen=True, kw_only=True):
     #: Unix time when the server gives the object up by itself (an Assistants run's
     #: ``expires_at``); tools must be done by then.
     expires_at: float | None = None
+    #: Unix time after which waiting for the object makes no sense (its expiry plus a grace,
+    #: or the protocol's usual lifetime when it shows none); None: no such bound.
+    lifetime: float | None = None
     #: Over, with nothing left to answer.
     done: bool = False
     #: The assistant's reply text, once done.
@@ -117,7 +118,8 @@ class ProtocolSession(Protocol[ObjT]):
 
     async def observe(self, current: Observation[ObjT], until: float) -> Observation[ObjT]:
         """Wait for the next state of ``current`` (poll or stream) and return it; by ``until``
-        (Unix time) at the latest, with ``current`` itself when nothing newer came."""
+        (Unix time) at the latest, after one last look. Unknown statuses are reported here
+        (``UnknownStatus``, once each), as the session sees them."""
         ...
 
     async def answer(
@@ -125,18 +127,20 @@ class ProtocolSession(Protocol[ObjT]):
         current: Observation[ObjT],
         outputs: Sequence[ToolOutput],
         approvals: Sequence[ApprovalAnswer],
-        landed: Callable[[], Awaitable[None]],
+        landed: Callable[[str], Awaitable[None]],
     ) -> Observation[ObjT]:
-        """Send one round's outputs and decisions, awaiting ``landed`` as soon as the server
-        took them (before following what comes next); never sends a round twice."""
+        """Send one round's outputs and decisions, awaiting ``landed`` with the id of the
+        object that follows (the same run, or the next response) as soon as the server took
+        them, before following it; never sends a round twice."""
         ...
 
     async def cancel(
-        self, current: Observation[ObjT] | None, *, wait: bool
+        self, current: Observation[ObjT] | None, *, until: float, wait: bool
     ) -> Observation[ObjT] | None:
-        """Stop ``current`` (None: whatever an interrupted create may have made) and, with
-        ``wait``, follow it until it ends (the caller bounds the time); its last state (None:
-        unknown, or nothing to stop)."""
+        """Stop the object (the session's latest view of it; ``current`` None: whatever an
+        interrupted create may have made), all by ``until``. With ``wait``: follow it until it
+        ends and return its last state (None: nothing known). Without: the state the cancel
+        request answered (None: nothing was sent, the object being over or unknown)."""
         ...
 
     async def recover(self, client_id: str) -> Observation[ObjT] | None:

@@ -33,8 +33,10 @@ async def open_create(session: AssistantsSession, body: models.CreateRun) -> Non
     body = msgspec.structs.replace(body, metadata=recovery.tagged(metadata, ref))
     waited: str | None = None
     while True:
-        if session.fence is not None:
-            await session.fence.confirm()  # never start a run for a job we no longer hold
+        if session.fence is not None and waited is not None:
+            # Never start a run for a job we no longer hold (the loop confirmed the claim
+            # right before opening; after waiting out another run, ask again).
+            await session.fence.confirm()
         session.creating = (ref, time.time())
         try:
             await create(session, body, ref)

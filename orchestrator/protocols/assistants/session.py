@@ -103,7 +103,7 @@ class AssistantsSession:
         self.streamed_reply: str | None = None
         self.reply: str | None = None
         self.steps_seen: set[str] = set()
-        self.actions_seen: set[str] = set()
+        self.unknown_seen: set[str] = set()
         #: Message text already sent as MessageDelta events, by message id.
         self.delta_texts: dict[str, str] = {}
 
@@ -123,16 +123,19 @@ class AssistantsSession:
             await self.observe_run(run)
         else:
             assert self.body is not None
-            await opening.open_create(self, self.body)
+            try:
+                await opening.open_create(self, self.body)
+            except Exception as exc:
+                made = self.run_ or self.created
+                if made is not None:  # the run it leaves behind (recording it failed, say)
+                    exc.add_note(f"run {made.id} on thread {made.thread_id}")
+                raise
         return await self._observation()
 
     async def observe(self, current: Obs, until: float) -> Obs:
-        pause = self.poller.delay()
-        left = until - time.time()
-        if left <= pause:
-            await anyio.sleep(max(0.0, left))
-            return current  # the caller's time is up: it decides what comes next
-        await anyio.sleep(pause)
+        # One look at the end of the caller's time too: a run that ended meanwhile is not
+        # cancelled for nothing.
+        await anyio.sleep(max(0.0, min(self.poller.delay(), until - time.time())))
         response = await self.client.retrieve_run_response(self.thread_id, current.id)
         changed = await self.observe_run(response.data)
         self.poller.seen(changed=changed, hint_ms=response.poll_after_ms)
@@ -143,33 +146,36 @@ class AssistantsSession:
         current: Obs,
         outputs: Sequence[base.ToolOutput],
         approvals_: Sequence[base.ApprovalAnswer],
-        landed: Callable[[], Awaitable[None]],
+        landed: Callable[[str], Awaitable[None]],
     ) -> Obs:
+        async def took() -> None:
+            await landed(current.id)
+
         await submitting.submit(
             self,
             current.obj,
             [models.ToolOutput(o.tool_call_id, o.output) for o in outputs],
             [_approval(a) for a in approvals_],
-            landed,
+            took,
         )
         self.poller.reset(self.poller.hint_ms)
         return await self._observation()
 
-    async def cancel(self, current: Obs | None, *, wait: bool) -> Obs | None:
-        run = current.obj if current is not None else self.run_ or self.created
-        if run is None:
-            if self.creating is None:
-                return None  # nothing was created
-            found = await self._find_own_after_abort()
-            if found is None:
-                return None
-            run = found.data
-        if run.is_terminal:
-            return None
-        await self.request_cancel(run.id)
+    async def cancel(self, current: Obs | None, *, until: float, wait: bool) -> Obs | None:
+        # The latest view: the loop's may be older (a handler failed on a newer one).
+        run = self.run_ or self.created or (current.obj if current is not None else None)
+        answered: models.Run | None = None
+        with anyio.move_on_after(max(0.0, until - time.time())):
+            if run is None and self.creating is not None:
+                found = await self._find_own_after_abort()  # a create cut off in flight
+                run = found.data if found is not None else None
+            if run is not None and not run.is_terminal:
+                answered = await self.request_cancel(run.id)
+                if wait and answered is not None and not answered.is_terminal:
+                    await self.observe_run(await self.wait_terminal(run.id, deadline=None))
         if wait:
-            await self.observe_run(await self.wait_terminal(run.id, deadline=None))
-        return await self._observation() if self.run_ is not None else None
+            return await self._observation() if self.run_ is not None else None
+        return None if answered is None else await self._observation(answered, reply=False)
 
     async def recover(self, client_id: str) -> Obs | None:
         found = await recovery.find_run(self.client, self.thread_id, client_id, self.started)
@@ -197,10 +203,13 @@ class AssistantsSession:
 
     # --- what the loop sees -----------------------------------------------------------------
 
-    async def _observation(self) -> Obs:
-        run = self.run_
+    async def _observation(self, run: models.Run | None = None, *, reply: bool = True) -> Obs:
+        """What the loop acts on: the latest view of the run (or ``run``), with the reply
+        once it is over."""
+        if run is None:
+            run = self.run_
         assert run is not None
-        reply = await self._final_reply(run) if run.is_terminal else None
+        text = await self._final_reply(run) if reply and run.is_terminal else None
         calls = [_call(c) for c in run.tool_calls]
         approvals_ = [
             base.ApprovalCall(
@@ -214,18 +223,18 @@ class AssistantsSession:
         if run.requires_action and not calls and not approvals_:
             # An action of a kind we cannot answer: reported once; the loop keeps waiting.
             kind = run.required_action.type if run.required_action else "none"
-            await self._unknown_action(run, f"requires_action:{kind}")
-        expires = run.expires_at if run.expires_at is not None else self.started + RUN_LIFETIME
+            await self._unknown(run, f"requires_action:{kind}")
+        ends = run.expires_at if run.expires_at is not None else self.started + RUN_LIFETIME
         return base.Observation(
             obj=run,
             id=run.id,
             status=run.status,
-            known=run.known_status is not None,
             calls=calls,
             approvals=approvals_,
-            expires_at=float(expires),
+            expires_at=None if run.expires_at is None else float(run.expires_at),
+            lifetime=ends + base.EXPIRY_GRACE,
             done=run.is_terminal,
-            reply=reply,
+            reply=text,
         )
 
     async def _final_reply(self, run: models.Run) -> str | None:
@@ -260,6 +269,8 @@ class AssistantsSession:
                 run=run,
             )
         )
+        if run.known_status is None:
+            await self._unknown(run, run.status)
         if (
             self.settings.poll.fetch_steps
             and (not self.stream or self.fell_back)
@@ -268,16 +279,17 @@ class AssistantsSession:
             await self._report_steps(run)
         return True
 
-    async def _unknown_action(self, run: models.Run, action: str) -> None:
-        if action in self.actions_seen:
+    async def _unknown(self, run: models.Run, status: str) -> None:
+        """A status (or action) this code does not know: reported once; the loop waits on."""
+        if status in self.unknown_seen:
             return
-        self.actions_seen.add(action)
+        self.unknown_seen.add(status)
         log.warning(
-            "unknown action %r; still waiting",
-            action,
+            "unknown run status %r; still waiting",
+            status,
             extra={"run_id": run.id, "action": "unknown_status"},
         )
-        await self.emit(events.UnknownStatus(run_id=run.id, thread_id=run.thread_id, status=action))
+        await self.emit(events.UnknownStatus(run_id=run.id, thread_id=run.thread_id, status=status))
 
     async def _report_steps(self, run: models.Run) -> None:
         """Poll mode's view of the steps: each completed step reported once, in order."""
@@ -349,13 +361,15 @@ class AssistantsSession:
 
     # --- cancelling, waiting, the reply -----------------------------------------------------
 
-    async def request_cancel(self, run_id: str) -> None:
+    async def request_cancel(self, run_id: str) -> models.Run | None:
+        """Ask the server to cancel ``run_id``; the run as it answered (None: already over)."""
         try:
             run = await self.client.cancel_run(self.thread_id, run_id)
         except errors.BadRequestError:
-            return  # already finished: nothing to cancel
+            return None  # already finished: nothing to cancel
         if self.run_ is not None and run.id == self.run_.id:
             await self.observe_run(run)
+        return run
 
     async def wait_terminal(self, run_id: str, *, deadline: float | None) -> models.Run:
         """Poll another run (or ours, after a cancel) until it no longer holds the thread."""

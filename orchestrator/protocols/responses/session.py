@@ -62,7 +62,6 @@ def observation(response: wire.Response) -> Obs:
         obj=response,
         id=response.id,
         status=response.status or "",
-        known=response.known_status is not None,
         calls=calls,
         approvals=approvals,
         done=done,
@@ -105,6 +104,9 @@ class ResponsesSession:
         self._poller = polling.Poller(settings.poll)
         #: The client id of a create in flight (its response may exist: cancelled on abort).
         self._creating: str | None = None
+        #: The chain's current response as last seen, and the unknown statuses reported.
+        self._latest: wire.Response | None = None
+        self._unknown: set[str] = set()
 
     @property
     def scope(self) -> str:
@@ -136,13 +138,9 @@ class ResponsesSession:
         if self.stream and self._cuts < MAX_CUTS:
             with anyio.move_on_after(max(0.0, until - time.time())):
                 return await self._follow(current)
-            return current
-        pause = self._poller.delay()
-        left = until - time.time()
-        if left <= pause:
-            await anyio.sleep(max(0.0, left))
-            return current
-        await anyio.sleep(pause)
+            return observation(self._latest) if self._latest is not None else current
+        # One look at the end of the caller's time too (it may have ended meanwhile).
+        await anyio.sleep(max(0.0, min(self._poller.delay(), until - time.time())))
         response = await self.client.retrieve(current.id)
         changed = response.data.status != self._status
         self._poller.seen(changed=changed, hint_ms=response.poll_after_ms)
@@ -153,7 +151,7 @@ class ResponsesSession:
         current: Obs,
         outputs: Sequence[base.ToolOutput],
         approvals: Sequence[base.ApprovalAnswer],
-        landed: Callable[[], Awaitable[None]],
+        landed: Callable[[str], Awaitable[None]],
     ) -> Obs:
         cid = self.client_id(current.id)
         found = None
@@ -166,24 +164,33 @@ class ResponsesSession:
                 wire.InputItem.approval(a.tool_call_id, a.approve, a.reason) for a in approvals
             ]
             found = await self._create(cid, items, current.id)
-        await landed()
+        await landed(found.id)
         return found
 
-    async def cancel(self, current: Obs | None, *, wait: bool) -> Obs | None:
-        target = current.obj if current is not None else None
-        if (target is None or target.is_terminal) and self._creating is not None:
-            # A create was cut off in flight: its response, if the server made it, is ours.
-            target = await self.client.find(self._creating, since=self.since)
-        if target is None or target.is_terminal:
-            return None  # nothing running to stop
-        try:
-            response = await self.client.cancel(target.id)
-        except errors.BadRequestError:
-            return None  # finished meanwhile (or not cancellable): nothing to stop
-        while wait and not response.is_terminal:
-            await anyio.sleep(self._poller.delay())
-            response = (await self.client.retrieve(target.id)).data
-        return await self._seen(response)
+    async def cancel(self, current: Obs | None, *, until: float, wait: bool) -> Obs | None:
+        # The latest view: the loop's may be older (a handler failed on a newer one).
+        target = self._latest or (current.obj if current is not None else None)
+        answered: wire.Response | None = None
+        with anyio.move_on_after(max(0.0, until - time.time())):
+            if (target is None or target.is_terminal) and self._creating is not None:
+                # A create was cut off in flight: its response, if the server made it, is ours.
+                found = await self.client.find(self._creating, since=self.since)
+                target = found if found is not None else target
+            if target is not None and not target.is_terminal:
+                try:
+                    answered = await self.client.cancel(target.id)
+                except errors.BadRequestError:
+                    # Over meanwhile (or not cancellable): what it is now, when asked to wait.
+                    if wait:
+                        target = (await self.client.retrieve(target.id)).data
+                else:
+                    target = answered
+                while wait and target is not None and not target.is_terminal:
+                    await anyio.sleep(self._poller.delay())
+                    target = (await self.client.retrieve(target.id)).data
+        if wait:
+            return None if target is None else await self._seen(target)
+        return None if answered is None else observation(answered)
 
     async def recover(self, client_id: str) -> Obs | None:
         found = await self.client.find(client_id, since=self.since)
@@ -261,6 +268,7 @@ class ResponsesSession:
         return await self._seen(response)
 
     async def _seen(self, response: wire.Response) -> Obs:
+        self._latest = response
         previous = self._status
         status = response.status or ""
         if status != previous:
@@ -274,6 +282,16 @@ class ResponsesSession:
                     response=response,
                 )
             )
+            if response.known_status is None and status not in self._unknown:
+                self._unknown.add(status)
+                log.warning(
+                    "unknown response status %r; still waiting",
+                    status,
+                    extra={"run_id": response.id, "action": "unknown_status"},
+                )
+                await self.emit(
+                    events.UnknownStatus(run_id=response.id, thread_id=self.scope, status=status)
+                )
         return observation(response)
 
     async def _follow(self, current: Obs) -> Obs:
