@@ -91,8 +91,8 @@ class ApprovalPending(errors.OrchestratorError):
 
     def __init__(self, run: Any, calls: Sequence[ApprovalRequest]) -> None:
         names = ", ".join(f"{c.tool_call_id} ({c.server_label}/{c.name})" for c in calls)
-        object_id = calls[0].run_id if calls else getattr(run, "id", "?")
-        super().__init__(f"{object_id}: waiting for approval of {names}")
+        kind = "run" if isinstance(run, models.Run) else "response"
+        super().__init__(f"{kind} {getattr(run, 'id', '?')}: waiting for approval of {names}")
         self.run = run
         self.calls = list(calls)
 
