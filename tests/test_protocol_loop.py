@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
+from responses_support import until_done
 
 from orchestrator import config, events, responses_driver, tools
 from orchestrator import orchestrator as orch_mod
@@ -204,15 +205,6 @@ async def test_incomplete_and_failed_outcomes(
         assert result.obj.error is not None
 
 
-async def _until_done(client: client_mod.ResponsesClient, response_id: str) -> wire.Response:
-    with anyio.fail_after(5):
-        while True:
-            response = (await client.retrieve(response_id)).data
-            if response.is_terminal:
-                return response
-            await anyio.sleep(0.01)
-
-
 class MemoryLedger:
     """The ledger's round lifecycle in memory (the worker's is the store's)."""
 
@@ -278,7 +270,7 @@ async def test_resumed_chain_adopts_the_round_an_earlier_attempt_sent(
                 metadata={"emulator_script": SCRIPT, client_mod.CLIENT_ID_KEY: f"{key}:open"},
             )
         )
-        parent = await _until_done(client, first.data.id)
+        parent = await until_done(client, first.data.id)
         [call] = parent.function_calls
         await ledger.save(parent.id, call.call_id or "", "5")
         await client.create(
