@@ -12,6 +12,7 @@ import anyio.lowlevel
 import msgspec
 import pytest
 from aiohttp import web
+from run_shapes import run_json
 
 from orchestrator import config, errors, events, tools
 from orchestrator import orchestrator as orch_mod
@@ -402,24 +403,16 @@ async def test_unknown_status_is_reported_and_waited_out(registry: tools.ToolReg
     """A status from the future is an event, not a crash; the run is followed to its end."""
     polls = 0
 
-    def run_json(status: str) -> dict[str, Any]:
-        return {
-            "id": "run_1",
-            "object": "thread.run",
-            "created_at": 1,
-            "thread_id": "thread_1",
-            "assistant_id": "asst_1",
-            "status": status,
-            "brand_new_field": {"x": 1},
-        }
+    def run(status: str) -> dict[str, Any]:
+        return run_json(status, brand_new_field={"x": 1})
 
     async def create(request: web.Request) -> web.Response:
-        return web.json_response(run_json("queued"))
+        return web.json_response(run("queued"))
 
     async def retrieve(request: web.Request) -> web.Response:
         nonlocal polls
         polls += 1
-        return web.json_response(run_json("paused_for_review" if polls < 3 else "completed"))
+        return web.json_response(run("paused_for_review" if polls < 3 else "completed"))
 
     async def messages(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [], "has_more": False})

@@ -14,6 +14,7 @@ import anyio
 import msgspec
 import pytest
 from aiohttp import web
+from run_shapes import run_json
 from test_driver import calls, client, emu, make_assistant, make_config, of, registry, script
 
 from orchestrator import config, driver, events, tools
@@ -33,19 +34,6 @@ class Boom(Exception):
 
 async def ignore(event: events.Event) -> None:
     """An ``emit`` that drops every event."""
-
-
-def run_json(status: str, **fields: Any) -> dict[str, Any]:
-    """A run as a hand-written server shows it."""
-    return {
-        "id": "run_1",
-        "object": "thread.run",
-        "created_at": 1,
-        "thread_id": "thread_1",
-        "assistant_id": "asst_1",
-        "status": status,
-        **fields,
-    }
 
 
 class Rig(NamedTuple):

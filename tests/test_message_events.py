@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 from aiohttp import web
+from run_shapes import run_json
 
 from orchestrator import Config, Emulator, Orchestrator, ToolRegistry, events, testing
 from orchestrator.testing import Script, call
@@ -109,16 +110,6 @@ async def test_a_cut_in_the_middle_of_a_message_sends_only_the_rest(
     """The stream showed the first words; polling fetches the message and sends what is left."""
     whole = "Hello there, the rest of this sentence comes after the cut."
     shown = whole[:12]
-
-    def run_json(status: str) -> dict[str, Any]:
-        return {
-            "id": "run_1",
-            "object": "thread.run",
-            "created_at": 1,
-            "thread_id": "thread_1",
-            "assistant_id": "asst_1",
-            "status": status,
-        }
 
     async def create(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
