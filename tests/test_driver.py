@@ -682,18 +682,19 @@ async def test_unanswerable_action_is_reported_and_waited_out(
     polls = 0
     submits = 0
 
-    def run_json(status: str, action: dict[str, Any] | None) -> dict[str, Any]:
-        return {"id": "run_1", "thread_id": "thread_1", "status": status, "required_action": action}
-
     async def create(request: web.Request) -> web.Response:
-        return web.json_response(run_json("requires_action", {"type": "approve_plan"}))
+        return web.json_response(
+            run_json("requires_action", required_action={"type": "approve_plan"})
+        )
 
     async def retrieve(request: web.Request) -> web.Response:
         nonlocal polls
         polls += 1
         if polls < 4:
-            return web.json_response(run_json("requires_action", {"type": "approve_plan"}))
-        return web.json_response(run_json("completed", None))
+            return web.json_response(
+                run_json("requires_action", required_action={"type": "approve_plan"})
+            )
+        return web.json_response(run_json("completed", required_action=None))
 
     async def submit(request: web.Request) -> web.Response:
         nonlocal submits
