@@ -121,6 +121,9 @@ async def drive(
         cancel_on_abort=False,  # another worker resumes the chain
         resume_id=job.run_id,
         attempt=job.attempts,
+        # Any earlier claim may have created responses, even one handed back (its attempt
+        # given back) while a create was on its way: look before creating.
+        resumed=job.epoch > 1,
         since=job.created_at,
         approver=approver,
     )

@@ -67,14 +67,16 @@ async def drive(
     cancel_on_abort: bool = True,
     resume_id: str | None = None,
     attempt: int = 1,
+    resumed: bool | None = None,
     since: float | None = None,
     approver: approvals.Approver | None = None,
 ) -> ResponseResult:
     """Create (or resume from ``resume_id``) a chain and drive it to its end.
 
-    ``key`` prefixes every client id (default: a fresh one); ``attempt`` > 1 says an earlier
-    attempt may have created responses: each is looked for before anything is created;
-    ``approver`` decides MCP approval requests (default: the ``approvals.*`` policy).
+    ``key`` prefixes every client id (default: a fresh one); ``attempt``: the tools'
+    ``ToolContext.attempt``; ``resumed`` (default: ``attempt`` > 1) says an earlier attempt
+    may have created responses: each is looked for before anything is created; ``approver``
+    decides MCP approval requests (default: the ``approvals.*`` policy).
     """
     session = session_mod.ResponsesSession(
         client,
@@ -83,7 +85,7 @@ async def drive(
         emit=emit,
         key=key or f"chain_{uuid.uuid4().hex}",
         resume_id=resume_id,
-        resumed=attempt > 1,
+        resumed=attempt > 1 if resumed is None else resumed,
         since=since,
     )
     loop = ProtocolLoop(

@@ -18,6 +18,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 import msgspec
 
 __all__ = [
+    "ABORT_LOOKUPS",
     "EXPIRY_GRACE",
     "ApprovalAnswer",
     "ApprovalCall",
@@ -31,6 +32,9 @@ ObjT = TypeVar("ObjT")
 
 #: Seconds after an object's ``expires_at`` we still wait for the server to end it itself.
 EXPIRY_GRACE: Final = 30.0
+#: Pauses between the looks for an object whose create was cut off in flight when driving
+#: stopped (the server may apply it a moment later: a create is not always shielded).
+ABORT_LOOKUPS: Final = (0.0, 0.25, 0.75)
 
 
 class ToolCall(msgspec.Struct, frozen=True, kw_only=True, gc=False):

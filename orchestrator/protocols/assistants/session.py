@@ -36,10 +36,6 @@ RUN_LIFETIME: Final = 600.0
 #: r." (create), or "Can't add messages to t while a run r is active." (a create carrying
 #: ``additional_messages``); group 1 is that run's id.
 _ACTIVE_RUN = re.compile(r"(?:already has an active run|while a run) (\S+?)(?: is active)?\.?$")
-#: Pauses between the looks for a run whose create was cut off in flight (within cancel_timeout).
-_ABORT_LOOKUPS: Final = (0.0, 0.25, 0.75)
-#: Statuses of a run that moved on without taking a round's outputs.
-_NOT_TAKEN: Final = frozenset({"expired", "cancelled", "cancelling", "failed"})
 
 Emit = Callable[[events.Event], Awaitable[None]]
 Obs = base.Observation[models.Run]
@@ -171,7 +167,11 @@ class AssistantsSession:
                 run = found.data if found is not None else None
             if run is not None and not run.is_terminal:
                 answered = await self.request_cancel(run.id)
-                if wait and answered is not None and not answered.is_terminal:
+                if wait and answered is None and run is self.run_:
+                    # Refused as over: it ended meanwhile; how is what the caller reports.
+                    response = await self.client.retrieve_run_response(self.thread_id, run.id)
+                    await self.observe_run(response.data)
+                elif wait and answered is not None and not answered.is_terminal:
                     await self.observe_run(await self.wait_terminal(run.id, deadline=None))
         if wait:
             return await self._observation() if self.run_ is not None else None
@@ -336,7 +336,7 @@ class AssistantsSession:
     async def _find_own_after_abort(self) -> client_mod.Response[models.Run] | None:
         """Our create was cut off in flight; the server may apply it a moment later (a
         streaming create is not shielded), so look a few times before concluding none."""
-        for pause in _ABORT_LOOKUPS:
+        for pause in base.ABORT_LOOKUPS:
             await anyio.sleep(pause)
             found = await self.find_own()
             if found is not None:

@@ -173,9 +173,14 @@ class ResponsesSession:
         answered: wire.Response | None = None
         with anyio.move_on_after(max(0.0, until - time.time())):
             if (target is None or target.is_terminal) and self._creating is not None:
-                # A create was cut off in flight: its response, if the server made it, is ours.
-                found = await self.client.find(self._creating, since=self.since)
-                target = found if found is not None else target
+                # A create was cut off in flight: its response, if the server made it (now
+                # or a moment later), is ours.
+                for pause in base.ABORT_LOOKUPS:
+                    await anyio.sleep(pause)
+                    found = await self.client.find(self._creating, since=self.since)
+                    if found is not None:
+                        target = found
+                        break
             if target is not None and not target.is_terminal:
                 try:
                     answered = await self.client.cancel(target.id)
@@ -328,6 +333,10 @@ class ResponsesSession:
             return latest
         except errors.APIConnectionError as exc:
             reason = f"stream cut: {exc}"
+        except errors.DecodeError as exc:
+            # An event we cannot read: the response itself is fine; resume after the last
+            # event we did read (or poll), as after a cut.
+            reason = f"unreadable stream event: {exc}"
         self._cuts += 1
         then = "resuming" if self._cuts < MAX_CUTS else "polling"
         after = f" after event {self._seq}" if self._seq is not None else ""
