@@ -5,6 +5,9 @@ and starts over when something does, with jitter, never sooner than the server's
 from __future__ import annotations
 
 import random
+import time
+
+import anyio
 
 from orchestrator import config
 
@@ -32,6 +35,11 @@ class Poller:
     def delay(self) -> float:
         """Seconds to wait before the next poll."""
         return next_poll(self.poll, self.interval, self.hint_ms)
+
+    async def pause(self, until: float) -> None:
+        """Sleep until the next poll is due, or ``until`` (Unix time) if that comes first: the
+        caller then looks once more, so an object that ended meanwhile is seen ended."""
+        await anyio.sleep(max(0.0, min(self.delay(), until - time.time())))
 
     def seen(self, *, changed: bool, hint_ms: int | None) -> None:
         """A poll answered: start over when the object changed, else back off."""

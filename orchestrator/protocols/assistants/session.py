@@ -129,9 +129,7 @@ class AssistantsSession:
         return await self._observation()
 
     async def observe(self, current: Obs, until: float) -> Obs:
-        # One look at the end of the caller's time too: a run that ended meanwhile is not
-        # cancelled for nothing.
-        await anyio.sleep(max(0.0, min(self.poller.delay(), until - time.time())))
+        await self.poller.pause(until)
         response = await self.client.retrieve_run_response(self.thread_id, current.id)
         changed = await self.observe_run(response.data)
         self.poller.seen(changed=changed, hint_ms=response.poll_after_ms)

@@ -139,8 +139,7 @@ class ResponsesSession:
             with anyio.move_on_after(max(0.0, until - time.time())):
                 return await self._follow(current)
             return observation(self._latest) if self._latest is not None else current
-        # One look at the end of the caller's time too (it may have ended meanwhile).
-        await anyio.sleep(max(0.0, min(self._poller.delay(), until - time.time())))
+        await self._poller.pause(until)
         response = await self.client.retrieve(current.id)
         changed = response.data.status != self._status
         self._poller.seen(changed=changed, hint_ms=response.poll_after_ms)
