@@ -379,8 +379,9 @@ class AssistantsSession:
                 return run
             if deadline is not None and time.time() >= deadline:
                 raise errors.RunError(f"run {run_id} on {self.thread_id} did not finish in time")
-            poller.seen(changed=False, hint_ms=response.poll_after_ms)
+            poller.hint_ms = response.poll_after_ms
             await anyio.sleep(poller.delay())
+            poller.seen(changed=False, hint_ms=poller.hint_ms)  # back off from the next one
 
     async def _fetch_reply(self, run: models.Run) -> str | None:
         try:
