@@ -167,17 +167,17 @@ async def test_stream_cut_raises_connection_error_and_resume_finishes(emu: Emula
 
 
 async def test_error_event_raises_stream_error() -> None:
-    frame = stream.streaming.SSEMessage(
+    frame = stream.sse.SSEMessage(
         "error", b'{"type":"error","code":"server_error","message":"boom","sequence_number":4}'
     )
     with pytest.raises(errors.StreamError, match="boom"):
         stream.decode_event(frame)
     unknown = stream.decode_event(
-        stream.streaming.SSEMessage("message", b'{"type":"response.brand_new","sequence_number":7}')
+        stream.sse.SSEMessage("message", b'{"type":"response.brand_new","sequence_number":7}')
     )
     assert isinstance(unknown, stream.UnknownEvent)
     assert unknown.sequence_number == 7
     with pytest.raises(errors.DecodeError):
         stream.decode_event(
-            stream.streaming.SSEMessage("response.completed", b'{"type":"response.completed"}')
+            stream.sse.SSEMessage("response.completed", b'{"type":"response.completed"}')
         )

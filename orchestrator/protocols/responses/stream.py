@@ -1,16 +1,14 @@
 """Server-sent events of a streamed response: event structs, decoding, and the reader.
 
 Every event carries a ``sequence_number``; a stream cut short is resumed with ``GET
-/responses/{id}?stream=true&starting_after=<last sequence_number>``. The SSE framing is the
-Assistants reader's (``streaming.SSEDecoder``); one table maps each event type to its struct, and
-a type unknown here becomes an ``UnknownEvent`` that still carries its sequence number. An
-``error`` event raises ``StreamError``; a connection lost mid-stream raises
-``APIConnectionError``.
+/responses/{id}?stream=true&starting_after=<last sequence_number>``. The SSE framing and
+reading are shared (``http.sse``); one table maps each event type to its struct, and a type
+unknown here becomes an ``UnknownEvent`` that still carries its sequence number. An ``error``
+event raises ``StreamError``; a connection lost mid-stream raises ``APIConnectionError``.
 """
 
 from __future__ import annotations
 
-import collections
 from typing import Any, Final, TypeAlias
 
 import aiohttp
@@ -18,8 +16,7 @@ import msgspec
 from msgspec import Struct
 
 from orchestrator import errors
-from orchestrator.http import transport
-from orchestrator.protocols.assistants import streaming
+from orchestrator.http import sse, transport
 from orchestrator.protocols.responses import wire
 
 __all__ = [
@@ -142,7 +139,7 @@ def _stream_error(head: _Head, data: bytes, status: int, request_id: str | None)
 
 
 def decode_event(
-    message: streaming.SSEMessage, *, status: int = 200, request_id: str | None = None
+    message: sse.SSEMessage, *, status: int = 200, request_id: str | None = None
 ) -> ServerEvent | None:
     """The event for one SSE frame; None at the end of the stream (``[DONE]``).
 
@@ -173,7 +170,7 @@ def decode_event(
     return event
 
 
-class ResponseStream:
+class ResponseStream(sse.SSEReader):
     """Async iterator over the events of one SSE response; ends at ``[DONE]`` or a clean EOF.
 
     ``last_sequence`` is the highest ``sequence_number`` seen (where a resume starts after).
@@ -187,38 +184,24 @@ class ResponseStream:
         endpoint: str = "stream_response",
         starting_after: int | None = None,
     ) -> None:
-        self._response = response
-        self._endpoint = endpoint
-        self._decoder = streaming.SSEDecoder()
-        self._pending: collections.deque[streaming.SSEMessage] = collections.deque()
-        self._finished = response is None
-        self.status = response.status if response is not None else 200
-        self.request_id = response.headers.get("x-request-id") if response is not None else None
+        super().__init__(response, endpoint=endpoint)
         self.last_sequence = starting_after
-
-    @property
-    def finished(self) -> bool:
-        """The stream ended (``[DONE]``, EOF or an error)."""
-        return self._finished
 
     def __aiter__(self) -> ResponseStream:
         return self
 
     async def __anext__(self) -> ServerEvent:
         while True:
-            while not self._pending:
-                response = self._response
-                if self._finished or response is None:
-                    raise StopAsyncIteration
-                await self._read(response)
-            message = self._pending.popleft()
+            message = await self.next_message()
+            if message is None:
+                raise StopAsyncIteration
             try:
                 event = decode_event(message, status=self.status, request_id=self.request_id)
             except errors.StreamError:
-                self._finish()
+                self.finish()
                 raise
             if event is None:
-                self._finish()
+                self.finish()
                 raise StopAsyncIteration
             seq = event.sequence_number
             if seq is not None:
@@ -226,18 +209,3 @@ class ResponseStream:
                     continue  # already seen (a server replaying around a resume point)
                 self.last_sequence = seq
             return event
-
-    def _finish(self) -> None:
-        self._finished = True
-        self._pending.clear()
-
-    async def _read(self, response: aiohttp.ClientResponse) -> None:
-        try:
-            chunk = await response.content.readany()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            self._finish()
-            raise transport.connection_error(self._endpoint, exc) from exc
-        if not chunk:
-            self._finish()
-            return
-        self._pending.extend(self._decoder.feed(chunk))
