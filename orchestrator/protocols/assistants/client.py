@@ -10,16 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
-import aiohttp
-import anyio
 import msgspec
 from msgspec import UNSET
 
-from orchestrator import config
-from orchestrator.http import credentials, ratelimit, transport
+from orchestrator.http import api_client, transport
 from orchestrator.protocols.assistants import models, streaming
 
 __all__ = ["AssistantsClient", "RequestObserver", "Response"]
@@ -57,71 +53,16 @@ async def _all_pages(
         after = page.data[-1].id
 
 
-class AssistantsClient:
+class AssistantsClient(api_client.ApiClient):
     """Async client for the runs endpoints (and the few others a worker needs).
 
     Use ``async with AssistantsClient(api, retry, api_key=...) as client``: it owns one aiohttp
     session, closed on exit. A ``session`` passed in stays the caller's (never closed here; its
     connector sets the connection limit). ``limiter`` replaces the token bucket built from
     ``api.max_requests_per_second``, e.g. to share one bucket between clients. ``base_url`` is a
-    shortcut over ``api.base_url``: ``AssistantsClient(base_url=..., api_key=...)``.
+    shortcut over ``api.base_url``: ``AssistantsClient(base_url=..., api_key=...)``;
+    ``credential`` (Entra ID, bearer tokens...) replaces ``api_key`` when given.
     """
-
-    def __init__(
-        self,
-        api: config.ApiConfig | None = None,
-        retry: config.RetryConfig | None = None,
-        *,
-        base_url: str | None = None,
-        api_key: config.Secret | str | None = None,
-        session: aiohttp.ClientSession | None = None,
-        observer: RequestObserver | None = None,
-        limiter: ratelimit.RateLimiter | None = None,
-        credential: credentials.TokenProvider | None = None,
-    ) -> None:
-        """``credential`` (Entra ID, bearer tokens...) replaces ``api_key`` when given."""
-        self._api = api if api is not None else config.ApiConfig()
-        if base_url is not None:
-            self._api = msgspec.structs.replace(self._api, base_url=base_url)
-        key = config.check_key(api_key, "api_key") if isinstance(api_key, str) else api_key
-        rps = self._api.max_requests_per_second
-        if limiter is None and rps is not None:
-            limiter = ratelimit.TokenBucket(rps)
-        self._transport = transport.Transport(
-            self._api,
-            retry if retry is not None else config.RetryConfig(),
-            credential=credential,
-            api_key=key or None,
-            limiter=limiter,
-            observer=observer,
-        )
-        self._transport.session = session
-        self._credential = credential
-
-    def __repr__(self) -> str:
-        return f"AssistantsClient(base_url={self.base_url!r}, flavor={self._api.flavor!r})"
-
-    @property
-    def base_url(self) -> str:
-        """The root every endpoint path is appended to (``.../openai`` on Azure)."""
-        return self._transport.base_url
-
-    async def __aenter__(self) -> Self:
-        await self._transport.open_session("AssistantsClient")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._transport.close_session()
-        # A provider that opened something of its own (Entra's default credential) closes it.
-        close = getattr(self._credential, "aclose", None)
-        if close is not None:
-            with anyio.CancelScope(shield=True):
-                await close()
 
     # --- runs ------------------------------------------------------------------------------
 

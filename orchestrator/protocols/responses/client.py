@@ -12,15 +12,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
-import aiohttp
 import msgspec
 from msgspec import UNSET
 
-from orchestrator import codec, config, errors, recovery
-from orchestrator.http import ratelimit, transport
+from orchestrator import codec, errors, recovery
+from orchestrator.http import api_client, transport
 from orchestrator.protocols.assistants import models
 from orchestrator.protocols.responses import stream as stream_mod
 from orchestrator.protocols.responses import wire
@@ -49,54 +47,9 @@ def client_id(body: wire.CreateResponse) -> str | None:
     return body.metadata.get(CLIENT_ID_KEY)
 
 
-class ResponsesClient:
-    """Async client for the Responses endpoints; ``async with`` owns one aiohttp session
-    (a ``session`` passed in stays the caller's)."""
-
-    def __init__(
-        self,
-        api: config.ApiConfig | None = None,
-        retry: config.RetryConfig | None = None,
-        *,
-        api_key: config.Secret | str | None = None,
-        session: aiohttp.ClientSession | None = None,
-        observer: transport.RequestObserver | None = None,
-        limiter: ratelimit.RateLimiter | None = None,
-    ) -> None:
-        self._api = api if api is not None else config.ApiConfig()
-        key = config.Secret(api_key) if isinstance(api_key, str) else api_key
-        rps = self._api.max_requests_per_second
-        if limiter is None and rps is not None:
-            limiter = ratelimit.TokenBucket(rps)
-        self._retry = retry if retry is not None else config.RetryConfig()
-        self._transport = transport.Transport(
-            self._api,
-            self._retry,
-            api_key=key or None,
-            limiter=limiter,
-            observer=observer,
-        )
-        self._transport.session = session
-
-    def __repr__(self) -> str:
-        return f"ResponsesClient(base_url={self.base_url!r}, flavor={self._api.flavor!r})"
-
-    @property
-    def base_url(self) -> str:
-        """The root every endpoint path is appended to."""
-        return self._transport.base_url
-
-    async def __aenter__(self) -> Self:
-        await self._transport.open_session("ResponsesClient")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._transport.close_session()
+class ResponsesClient(api_client.ApiClient):
+    """Async client for the Responses endpoints; ``async with`` owns one aiohttp session (a
+    ``session`` passed in stays the caller's). Arguments as ``api_client.ApiClient``'s."""
 
     # --- plain requests ---------------------------------------------------------------------
 
