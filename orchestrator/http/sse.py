@@ -5,13 +5,17 @@ it). Each protocol's stream decodes the frames into its own events."""
 from __future__ import annotations
 
 import collections
+from typing import Generic, TypeVar
 
 import aiohttp
 from msgspec import Struct
 
+from orchestrator import errors
 from orchestrator.http import transport
 
 __all__ = ["SSEDecoder", "SSEMessage", "SSEReader"]
+
+E = TypeVar("E")
 
 
 class SSEMessage(Struct, frozen=True):
@@ -94,10 +98,11 @@ class SSEDecoder:
         return None  # id, retry and unknown fields carry nothing we use
 
 
-class SSEReader:
-    """The frames of one SSE response, pulled as needed; ``None`` once it ended (EOF, a cut
-    raises, or ``finish`` after the protocol's end marker). Owned by the client's stream
-    context manager, which releases the response on exit."""
+class SSEReader(Generic[E]):
+    """The events of one SSE response, its frames pulled as needed and decoded by the
+    protocol's ``decode`` (None: the protocol's end marker). Ends at that marker or a clean
+    EOF; a cut raises. Owned by the client's stream context manager, which ``release``s the
+    response on exit."""
 
     def __init__(self, response: aiohttp.ClientResponse | None, *, endpoint: str) -> None:
         self._response = response
@@ -121,6 +126,35 @@ class SSEReader:
                 return None
             await self._read(response)
         return self._pending.popleft()
+
+    def decode(self, message: SSEMessage) -> E | None:
+        """The protocol's event for one frame (None: the end marker); its errors raise."""
+        raise NotImplementedError
+
+    async def next_event(self) -> E:
+        """The next event; ``StopAsyncIteration`` at the end; an error event ends the stream."""
+        message = await self.next_message()
+        if message is None:
+            raise StopAsyncIteration
+        try:
+            event = self.decode(message)
+        except errors.StreamError:
+            self.finish()
+            raise
+        if event is None:
+            self.finish()
+            raise StopAsyncIteration
+        return event
+
+    def release(self) -> None:
+        """Give the response back: its connection is reused only when read to the end."""
+        response = self._response
+        if response is None:
+            return
+        if self._finished:
+            response.release()
+        else:
+            response.close()  # half-read: the connection cannot be reused
 
     def finish(self) -> None:
         """End the stream here (frames still buffered are dropped)."""

@@ -402,7 +402,4 @@ class AssistantsClient(api_client.ApiClient):
         try:
             yield events
         finally:
-            if events.finished:
-                response.release()
-            else:
-                response.close()  # half-read: the connection cannot be reused
+            events.release()

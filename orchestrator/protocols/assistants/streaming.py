@@ -198,7 +198,7 @@ def decode_event(
         raise errors.DecodeError(f"{name} event: {models.describe(exc)}") from exc
 
 
-class EventStream(sse.SSEReader):
+class EventStream(sse.SSEReader[ServerEvent]):
     """Async iterator over the events of one SSE response; ends at ``done`` or a clean EOF.
 
     Owned by the client's stream context manager, which releases the response on exit.
@@ -225,18 +225,10 @@ class EventStream(sse.SSEReader):
     def __aiter__(self) -> EventStream:
         return self
 
+    def decode(self, message: SSEMessage) -> ServerEvent | None:
+        return decode_event(message, status=self.status, request_id=self.request_id)
+
     async def __anext__(self) -> ServerEvent:
         if self._ready:
             return self._ready.popleft()
-        message = await self.next_message()
-        if message is None:
-            raise StopAsyncIteration
-        try:
-            event = decode_event(message, status=self.status, request_id=self.request_id)
-        except errors.StreamError:
-            self.finish()
-            raise
-        if event is None:
-            self.finish()
-            raise StopAsyncIteration
-        return event
+        return await self.next_event()

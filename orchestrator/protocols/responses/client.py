@@ -175,7 +175,4 @@ class ResponsesClient(api_client.ApiClient):
         try:
             yield events
         finally:
-            if events.finished:
-                response.release()
-            else:
-                response.close()  # half-read: the connection cannot be reused
+            events.release()

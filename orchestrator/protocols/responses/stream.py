@@ -170,7 +170,7 @@ def decode_event(
     return event
 
 
-class ResponseStream(sse.SSEReader):
+class ResponseStream(sse.SSEReader[ServerEvent]):
     """Async iterator over the events of one SSE response; ends at ``[DONE]`` or a clean EOF.
 
     ``last_sequence`` is the highest ``sequence_number`` seen (where a resume starts after).
@@ -187,22 +187,15 @@ class ResponseStream(sse.SSEReader):
         super().__init__(response, endpoint=endpoint)
         self.last_sequence = starting_after
 
+    def decode(self, message: sse.SSEMessage) -> ServerEvent | None:
+        return decode_event(message, status=self.status, request_id=self.request_id)
+
     def __aiter__(self) -> ResponseStream:
         return self
 
     async def __anext__(self) -> ServerEvent:
         while True:
-            message = await self.next_message()
-            if message is None:
-                raise StopAsyncIteration
-            try:
-                event = decode_event(message, status=self.status, request_id=self.request_id)
-            except errors.StreamError:
-                self.finish()
-                raise
-            if event is None:
-                self.finish()
-                raise StopAsyncIteration
+            event = await self.next_event()
             seq = event.sequence_number
             if seq is not None:
                 if self.last_sequence is not None and seq <= self.last_sequence:
