@@ -125,6 +125,9 @@ class ProtocolLoop(Generic[ObjT]):
         #: Call ids of rounds the server took, and the object whose ledger rounds were read.
         self._submitted: set[str] = set()
         self._ledger_read: str | None = None
+        #: The ledger's records just read for the object on first sight (the round that
+        #: follows uses them instead of reading again).
+        self._fresh: dict[str, store_base.CallRecord] | None = None
 
     async def run(self) -> ProtocolResult[ObjT]:
         """Open, follow and answer until done; report the end."""
@@ -183,14 +186,19 @@ class ProtocolLoop(Generic[ObjT]):
         (a lagging poll, or a resumed job reading what an earlier attempt submitted)."""
         if self.ledger is not None and current.id != self._ledger_read:
             self._ledger_read = current.id
-            records = await self.ledger.calls(current.id)
+            records = self._fresh = await self.ledger.calls(current.id)
             self._submitted.update(cid for cid, r in records.items() if r.submitted)
         ids = {c.id for c in current.calls} | {a.id for a in current.approvals}
-        return ids <= self._submitted
+        if ids <= self._submitted:
+            self._fresh = None  # no round follows now
+            return True
+        return False
 
     async def _round(self, current: base.Observation[ObjT]) -> base.Observation[ObjT]:
         """Answer one round: stored outputs and decisions reused, the rest made (and saved)."""
-        records = await self.ledger.calls(current.id) if self.ledger is not None else {}
+        records, self._fresh = self._fresh, None
+        if records is None:
+            records = await self.ledger.calls(current.id) if self.ledger is not None else {}
         stored = {cid: r.output for cid, r in records.items() if r.output is not None}
         self.rounds += 1
         outputs = await self._tools(current, stored) if current.calls else []
