@@ -24,11 +24,10 @@ from orchestrator.protocols.assistants import models
 from orchestrator.store import base as store_base
 from orchestrator.tools import dispatch
 
-__all__ = ["EXPIRY_GRACE", "Emit", "Ledger", "ProtocolLoop", "ProtocolResult"]
+__all__ = ["Emit", "Ledger", "ProtocolLoop", "ProtocolResult"]
 
 log = logging.getLogger(__name__)
 
-EXPIRY_GRACE: Final = base.EXPIRY_GRACE
 #: Statuses a cancel asked for (the outcome is then the loop's reason, not the status).
 _CANCELLED: Final = frozenset({"cancelled", "cancelling"})
 #: Seconds past its ``until`` a session's cancel may take before the loop stops waiting (a

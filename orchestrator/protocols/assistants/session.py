@@ -222,7 +222,6 @@ class AssistantsSession:
             # An action of a kind we cannot answer: reported once; the loop keeps waiting.
             kind = run.required_action.type if run.required_action else "none"
             await self._unknown(run, f"requires_action:{kind}")
-        ends = run.expires_at if run.expires_at is not None else self.started + RUN_LIFETIME
         return base.Observation(
             obj=run,
             id=run.id,
@@ -230,7 +229,7 @@ class AssistantsSession:
             calls=calls,
             approvals=approvals_,
             expires_at=None if run.expires_at is None else float(run.expires_at),
-            lifetime=ends + base.EXPIRY_GRACE,
+            lifetime=self._lifetime(run),
             done=run.is_terminal,
             reply=text,
         )
@@ -301,15 +300,16 @@ class AssistantsSession:
 
     # --- time -------------------------------------------------------------------------------
 
+    def _lifetime(self, run: models.Run | None) -> float:
+        """When the run cannot still be live: its expiry (or the API's usual lifetime from
+        when we started, for a run that shows none) plus a grace."""
+        ends = run.expires_at if run is not None and run.expires_at is not None else None
+        return (self.started + RUN_LIFETIME if ends is None else ends) + base.EXPIRY_GRACE
+
     def hard_deadline(self) -> float:
-        """When to give up waiting: the caller's deadline, or the run's expiry plus a grace."""
-        ends = [d for d in (self.deadline,) if d is not None]
-        run = self.run_
-        if run is not None and run.expires_at is not None:
-            ends.append(run.expires_at + base.EXPIRY_GRACE)
-        else:
-            ends.append(self.started + RUN_LIFETIME + base.EXPIRY_GRACE)
-        return min(ends)
+        """When to give up waiting: the caller's deadline, or the run's lifetime."""
+        lifetime = self._lifetime(self.run_)
+        return lifetime if self.deadline is None else min(self.deadline, lifetime)
 
     def time_left(self) -> float:
         return max(0.0, self.hard_deadline() - time.time())
